@@ -1,0 +1,32 @@
+# Two set-up commands on a fresh machine: `make run` (main job) and `make test` (the tests).
+# Each creates or updates the project's virtual environment in .venv when pyproject.toml changes.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUT ?= runs/demo
+
+.PHONY: install run test test-slow bench-decoder clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/alignsam demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+bench-decoder: $(STAMP)
+	$(VENV)/bin/alignsam bench decoder --data-root ../shared/data/ccp --json experiments/results/decoder_ccp_person.json
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,65 @@
+"""Promptable segmenters behind one protocol, and the registry that names them.
+
+A backend is registered under a short name with a factory (any callable returning a
+:class:`PromptableSegmenter`). The env asks for backends through :func:`shared_backend`, so every
+env in a process shares one instance and one set of loaded weights. To plug in another model::
+
+    from alignsam_gym.backends import register_backend
+    register_backend("my-sam", lambda device="auto", **kw: MySegmenter(device=device, **kw))
+    env = gym.make("AlignSAM-v0", backend="my-sam")
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
+from alignsam_gym.backends.embedding_cache import DEFAULT_CACHE, EmbeddingCache, image_digest
+
+__all__ = [
+    "BACKENDS", "DEFAULT_CACHE", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "image_digest",
+    "make_backend", "register_backend", "shared_backend",
+]
+
+BACKENDS: dict[str, Callable[..., PromptableSegmenter]] = {}
+_shared: dict[tuple, PromptableSegmenter] = {}
+_shared_lock = threading.Lock()
+
+
+def register_backend(name: str, factory: Callable[..., PromptableSegmenter], *, overwrite: bool = False) -> None:
+    """Register ``factory`` under ``name`` (it receives the env's backend keyword arguments)."""
+    if name in BACKENDS and not overwrite:
+        raise ValueError(f"backend {name!r} is already registered; pass overwrite=True to replace it")
+    BACKENDS[name] = factory
+
+
+def make_backend(name: str, **kwargs: Any) -> PromptableSegmenter:
+    """A new backend instance. Models still load lazily, on the first ``encode``.
+
+    :raises ValueError: for an unknown name, or keyword arguments the backend does not take.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; registered backends: {sorted(BACKENDS)}")
+    try:
+        return BACKENDS[name](**kwargs)
+    except TypeError as err:
+        raise ValueError(f"backend {name!r} does not accept the arguments {sorted(kwargs)}: {err}") from err
+
+
+def shared_backend(name: str, **kwargs: Any) -> PromptableSegmenter:
+    """The process-wide instance for ``(name, kwargs)``, created on first use."""
+    key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = make_backend(name, **kwargs)
+        return _shared[key]
+
+
+def _make_lite(**kwargs: Any) -> PromptableSegmenter:
+    from alignsam_gym.backends.lite import LiteBackend
+
+    return LiteBackend(**kwargs)
+
+
+register_backend("lite", _make_lite)

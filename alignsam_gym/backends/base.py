@@ -1,0 +1,98 @@
+"""The protocol every promptable segmenter implements.
+
+Like SAM's ``SamPredictor`` (``set_image`` once, ``predict`` per prompt), a backend splits its
+work into an expensive, cacheable :meth:`PromptableSegmenter.encode` of one image and a cheap
+:meth:`PromptableSegmenter.decode` of a set of point prompts. The environment only ever talks to
+this protocol, so a new backend slots in without touching the env.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """What :meth:`PromptableSegmenter.encode` returns for one image.
+
+    :param features: ``(C, h, w) float32`` image embedding, the ``E(x)`` the agent observes
+        (masked by the previous mask). It covers the whole image.
+    :param image_shape: ``(H, W)`` of the encoded image, in pixels; point prompts are given in
+        this frame.
+    :param mask_shape: ``(h_m, w_m)`` of the low-resolution logits that ``decode`` returns; they
+        cover the whole image too.
+    :param decoder_state: backend-private arrays the decoder needs (never observed by the agent).
+    """
+
+    features: np.ndarray
+    image_shape: tuple[int, int]
+    mask_shape: tuple[int, int]
+    decoder_state: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this embedding, in bytes (used by the in-memory cache)."""
+        return int(self.features.nbytes + sum(v.nbytes for v in self.decoder_state.values()))
+
+
+class PromptableSegmenter(abc.ABC):
+    """A frozen segmenter driven by point prompts.
+
+    Subclasses load their models lazily (on the first ``encode``), so constructing one is cheap.
+    """
+
+    #: short registry name, e.g. ``"lite"`` or ``"sam"``
+    name: str = ""
+
+    @property
+    @abc.abstractmethod
+    def identity(self) -> str:
+        """A string that changes whenever the embeddings would change (model, weights, preprocessing).
+
+        Embedding caches key on it together with the image content.
+        """
+
+    @property
+    @abc.abstractmethod
+    def feature_shape(self) -> tuple[int, int, int]:
+        """``(C, h, w)`` of :attr:`ImageEmbedding.features`, known without loading any model."""
+
+    @abc.abstractmethod
+    def encode(self, image: np.ndarray) -> ImageEmbedding:
+        """Encode one ``(H, W, 3) uint8`` RGB image (the expensive, once-per-image part)."""
+
+    @abc.abstractmethod
+    def decode(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Segment from point prompts (the cheap, per-step part).
+
+        :param embedding: the result of :meth:`encode` for the image.
+        :param points: ``(N, 2) float`` prompt coordinates ``(x, y)`` in pixels of the encoded image.
+        :param labels: ``(N,) int`` prompt labels, 1 = foreground, 0 = background.
+        :return: ``embedding.mask_shape float32`` mask logits; ``sigmoid(logits)`` is the foreground
+            probability and ``logits > 0`` the predicted mask.
+        """
+
+
+def check_prompts(embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and normalise point prompts; shared by every backend.
+
+    :return: ``points`` as ``(N, 2) float64`` and ``labels`` as ``(N,) int64``.
+    :raises ValueError: on wrong shapes, labels other than 0/1, or points outside the image.
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    lab = np.asarray(labels)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"points must have shape (N, 2) as (x, y) pixels, got {pts.shape}")
+    if lab.shape != (pts.shape[0],):
+        raise ValueError(f"labels must have shape ({pts.shape[0]},) to match points, got {lab.shape}")
+    if pts.shape[0] == 0:
+        raise ValueError("decode needs at least one point prompt")
+    if not np.all(np.isin(lab, (0, 1))):
+        raise ValueError(f"labels must be 0 (background) or 1 (foreground), got {np.unique(lab).tolist()}")
+    h, w = embedding.image_shape
+    if not np.all(np.isfinite(pts)) or np.any(pts < 0) or np.any(pts[:, 0] > w) or np.any(pts[:, 1] > h):
+        raise ValueError(f"points must lie inside the {w}x{h} (width x height) image, got {pts.tolist()}")
+    return pts, lab.astype(np.int64)

@@ -1,0 +1,248 @@
+"""``AlignSAM-v0``: an agent chooses point prompts for a frozen promptable segmenter."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import cv2
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from alignsam_gym.backends import DEFAULT_CACHE, ImageEmbedding, PromptableSegmenter, image_digest, shared_backend
+from alignsam_gym.data.base import SegmentationDataset
+from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
+from alignsam_gym.metrics import iou
+from alignsam_gym.rendering import render_frame
+
+LABEL_SOURCES = ("gt", "positive")
+INIT_PROMPTS = ("random_gt",)
+OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@lru_cache(maxsize=128)
+def _prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Image resized to ``image_size`` squared, its mask, and the image digest; shared by all envs."""
+    sample = dataset[index]
+    image = cv2.resize(sample.image, (image_size, image_size), interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(sample.mask.astype(np.uint8), (image_size, image_size), interpolation=cv2.INTER_NEAREST) > 0
+    if not mask.any() or mask.all():
+        what = "empty" if not mask.any() else "all foreground"
+        raise ValueError(f"{dataset.task} image {sample.name!r}: the mask is {what} at {image_size}x{image_size}, "
+                         "so no positive and negative initial point can both be drawn")
+    image.flags.writeable = mask.flags.writeable = False
+    return image, mask, image_digest(image)
+
+
+class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
+    """
+    ## Description
+    The AlignSAM environment (Huang et al., "AlignSAM: Aligning Segment Anything Model to Open Context
+    via Reinforcement Learning", CVPR 2024). An image of a segmentation task is resized to
+    ``image_size`` x ``image_size`` pixels and cut into a ``grid_size`` x ``grid_size`` grid of
+    patches. At each step the agent picks one patch; its centre becomes a point prompt for a frozen
+    promptable segmenter (the backend), with a foreground/background label that comes from
+    ``label_source``; the segmenter re-decodes the mask from all prompts so far. The agent only
+    chooses positions.
+
+    ## Action Space
+    ``Discrete(grid_size**2)``. Action ``a`` is the patch in row ``a // grid_size`` and column
+    ``a % grid_size``; its prompt is the patch centre ``((col + 0.5) * image_size / grid_size,
+    (row + 0.5) * image_size / grid_size)`` in pixels ``(x, y)``.
+
+    ## Observation Space
+    ``Box(-inf, inf, (C, obs_size, obs_size), obs_dtype)``: the state ``s_t = E(x) * M_{t-1}``, the
+    backend's image embedding ``E(x)`` (``(C, h, w)``; ``(432, 20, 20)`` for ``"lite"``) multiplied
+    position-wise by the previous mask probability ``sigmoid(logits)`` resized to ``(h, w)`` with area
+    interpolation, then area-pooled to ``obs_size`` when that differs from ``h`` (default: ``h``).
+
+    ## Rewards
+    +1 if the chosen point lies on ground-truth foreground, otherwise -1 (in float). Choosing a
+    foreground patch again is rewarded again, as in the paper.
+
+    ## Starting State
+    ``reset`` draws an image of the split uniformly with ``self.np_random`` (or takes
+    ``options["image_index"]``), then one positive point uniformly among the ground-truth foreground
+    pixels and one negative point among the background pixels, both labelled by the ground truth,
+    decodes, and returns ``s_0``.
+
+    ## Episode End
+    After ``max_prompts`` steps (default 15, the paper's T) the prompt budget is spent and the
+    episode ends with ``terminated=True``: the budget is part of the task (the paper's objective
+    sums exactly T rewards), so no value is bootstrapped past it. ``truncated`` is always False;
+    it is left to external time limits. Stepping a finished episode raises ``RuntimeError``.
+
+    ## Arguments
+    - ``task``: task name (see ``alignsam_gym.data.tasks``); default ``"synthetic-saliency"``.
+    - ``data_root``: dataset folder, for file-based tasks only.
+    - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50).
+    - ``backend``: registered segmenter name, ``"lite"`` (embedded default). ``backend_kwargs``:
+      extra keyword arguments for it. ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ...
+    - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
+    - ``label_source``: ``"gt"`` (oracle: the true label at the point) or ``"positive"`` (every
+      prompt positive, the paper's "w/o SRM").
+    - ``init_prompts``: ``"random_gt"`` (see Starting State).
+    - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
+    - ``render_mode``: None or ``"rgb_array"``: a ``(image_size // 2, image_size, 3) uint8`` frame,
+      the image with the predicted mask (blue) and prompts (positive green stars, negative red),
+      and the ground truth (amber) beside it.
+
+    ``info`` after ``reset``: ``iou``, ``num_prompts`` (0), ``image_index``; after each ``step``:
+    ``iou`` of the current mask against the ground truth at the mask's resolution,
+    ``is_foreground`` (the ground truth at the point), ``label`` (the label given to the segmenter,
+    0 or 1) and ``num_prompts`` (the agent's prompts so far, 1..max_prompts).
+
+    ## Version History
+    - v0: initial release (paper dynamics, label sources ``gt`` and ``positive``).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
+
+    def __init__(
+        self,
+        task: str | None = None,
+        data_root: str | None = None,
+        split: str = "train",
+        num_images: int = 50,
+        backend: str = "lite",
+        backend_kwargs: dict[str, Any] | None = None,
+        grid_size: int = 10,
+        image_size: int = 800,
+        max_prompts: int = 15,
+        label_source: str = "gt",
+        init_prompts: str = "random_gt",
+        obs_size: int | None = None,
+        obs_dtype: str = "float32",
+        device: str = "auto",
+        render_mode: str | None = None,
+    ) -> None:
+        _check_int("grid_size", grid_size, 1)
+        _check_int("image_size", image_size, 1)
+        _check_int("max_prompts", max_prompts, 1)
+        _check_int("num_images", num_images, 1)
+        if image_size < grid_size:
+            raise ValueError(f"image_size ({image_size}) must be at least grid_size ({grid_size})")
+        _check_choice("label_source", label_source, LABEL_SOURCES)
+        _check_choice("init_prompts", init_prompts, INIT_PROMPTS)
+        _check_choice("obs_dtype", obs_dtype, tuple(OBS_DTYPES))
+        if render_mode is not None:
+            _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+
+        self.task = get_task(task or DEFAULT_TASK).name
+        self.dataset = make_dataset(self.task, split, num_images, data_root)
+        self.backend: PromptableSegmenter = shared_backend(backend, device=device, **(backend_kwargs or {}))
+        self.grid_size, self.image_size, self.max_prompts = int(grid_size), int(image_size), int(max_prompts)
+        self.label_source, self.init_prompts, self.render_mode = label_source, init_prompts, render_mode
+
+        channels, height, width = self.backend.feature_shape
+        if obs_size is None:
+            if height != width:
+                raise ValueError(f"backend {backend!r} has a non-square {height}x{width} embedding grid: pass obs_size")
+            obs_size = height
+        _check_int("obs_size", obs_size, 1)
+        self.obs_size = int(obs_size)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (channels, self.obs_size, self.obs_size),
+                                            OBS_DTYPES[obs_dtype])
+        self.action_space = spaces.Discrete(self.grid_size**2)
+
+        centres = (np.arange(self.grid_size) + 0.5) * self.image_size / self.grid_size
+        cols, rows = np.meshgrid(centres, centres)
+        #: ``(grid_size**2, 2)`` prompt ``(x, y)`` in pixels for each action
+        self.action_points = np.stack([cols.ravel(), rows.ravel()], axis=1)
+
+        self._embedding: ImageEmbedding | None = None
+        self._steps_left = 0
+
+    # -- episode -------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        options = options or {}
+        if "image_index" in options:
+            index = options["image_index"]
+            if not isinstance(index, (int, np.integer)) or not 0 <= index < len(self.dataset):
+                raise ValueError(f"options['image_index'] must be an int in [0, {len(self.dataset)}), got {index!r}")
+        else:
+            index = self.np_random.integers(len(self.dataset))
+        self._image_index = int(index)
+        self._image, self._mask, digest = _prepared_sample(self.dataset, self._image_index, self.image_size)
+        self._embedding = DEFAULT_CACHE.encode(self.backend, self._image, digest)
+        mh, mw = self._embedding.mask_shape
+        self._mask_lowres = cv2.resize(self._mask.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
+
+        positive = self._random_pixel(self._mask)
+        negative = self._random_pixel(~self._mask)
+        self._points = [positive, negative]
+        self._labels = [1, 0]
+        self._steps_left = self.max_prompts
+        self._decode()
+        return self._observation(), {"iou": self._iou, "num_prompts": 0, "image_index": self._image_index}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self._embedding is None:
+            raise RuntimeError("call reset() before step()")
+        if self._steps_left == 0:
+            raise RuntimeError(f"the episode ended after max_prompts={self.max_prompts} steps; call reset()")
+        if not self.action_space.contains(action):
+            raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
+        point = self.action_points[int(action)]
+        is_foreground = bool(self._mask[int(point[1]), int(point[0])])
+        label = int(is_foreground) if self.label_source == "gt" else 1
+        self._points.append(point)
+        self._labels.append(label)
+        self._steps_left -= 1
+        self._decode()
+        info = {"iou": self._iou, "is_foreground": is_foreground, "label": label,
+                "num_prompts": self.max_prompts - self._steps_left}
+        reward = 1.0 if is_foreground else -1.0
+        return self._observation(), reward, self._steps_left == 0, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to gym.make")
+            return None
+        if self._embedding is None:
+            raise RuntimeError("call reset() before render()")
+        num = len(self._points) - 2
+        caption = f"prompt {num}/{self.max_prompts}  IoU {self._iou:.2f}"
+        return render_frame(self._image, self._prob > 0.5, self._mask, np.array(self._points),
+                            np.array(self._labels), self.image_size // 2, caption)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _random_pixel(self, region: np.ndarray) -> np.ndarray:
+        flat = np.flatnonzero(region)
+        k = flat[self.np_random.integers(flat.size)]
+        row, col = divmod(int(k), region.shape[1])
+        return np.array([col + 0.5, row + 0.5])
+
+    def _decode(self) -> None:
+        logits = self.backend.decode(self._embedding, np.array(self._points), np.array(self._labels))
+        self._prob = (1.0 / (1.0 + np.exp(-logits.astype(np.float32)))).astype(np.float32)
+        self._iou = iou(logits > 0, self._mask_lowres)
+
+    def _observation(self) -> np.ndarray:
+        features = self._embedding.features
+        _, h, w = features.shape
+        weight = cv2.resize(self._prob, (w, h), interpolation=cv2.INTER_AREA)
+        state = features * weight[None]
+        if h != self.obs_size or w != self.obs_size:
+            state = F.interpolate(torch.from_numpy(state)[None], size=(self.obs_size, self.obs_size),
+                                  mode="area")[0].numpy()
+        return state.astype(self.observation_space.dtype, copy=False)
+
+    @property
+    def mask_probability(self) -> np.ndarray:
+        """``(h_m, w_m) float32`` foreground probability of the current mask (a copy)."""
+        return self._prob.copy()
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
