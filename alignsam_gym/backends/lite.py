@@ -99,9 +99,9 @@ class LiteBackend(PromptableSegmenter):
 
         mh, mw = self.mask_shape_for((h, w))
         work_image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_AREA)
-        dense = torch.cat([F.interpolate(f, size=(mh, mw), mode="bilinear", align_corners=False)
-                           for f in (stride8, stride16)], dim=1)[0]
-        graph = build_graph(work_image, dense.float().cpu().numpy(), self.graph_params)
+        dense = [F.interpolate(f, size=(mh, mw), mode="bilinear", align_corners=False)[0].float().cpu().numpy()
+                 for f in (stride8, stride16)]
+        graph = build_graph(work_image, dense, self.graph_params)
         return ImageEmbedding(features=features.float().cpu().numpy().astype(np.float32), image_shape=(h, w),
                               mask_shape=(mh, mw), decoder_state=graph)
 

@@ -33,7 +33,8 @@ class GraphParams:
     :param boundary_scale: the boundary term is ``gradient / (boundary_scale * median gradient)``.
     :param seed_weight: ``lambda``, the pull of a prompt on its superpixel.
     :param border_prior: ``mu`` on superpixels touching the image border (weak background prior).
-    :param min_prior: ``mu`` everywhere else; keeps the system non-singular if weights underflow.
+    :param min_prior: ``mu`` everywhere else; only keeps the system non-singular if weights underflow
+        (edge weights span many orders of magnitude, so this must stay far below them).
     """
 
     n_segments: int = 800
@@ -43,16 +44,19 @@ class GraphParams:
     boundary_scale: float = 10.0
     seed_weight: float = 100.0
     border_prior: float = 0.01
-    min_prior: float = 1e-6
+    min_prior: float = 1e-30
 
 
-def build_graph(image: np.ndarray, node_features: np.ndarray | None, params: GraphParams) -> dict[str, np.ndarray]:
+def build_graph(image: np.ndarray, feature_maps: list[np.ndarray], params: GraphParams) -> dict[str, np.ndarray]:
     """Superpixel graph of one image.
 
     :param image: ``(h, w, 3) uint8`` RGB image at the decoder's working resolution.
-    :param node_features: ``(C, h, w) float32`` dense features at the same resolution, or None.
+    :param feature_maps: dense ``(C_k, h, w) float32`` feature maps at the same resolution (may be
+        empty); each is averaged per superpixel and L2-normalised on its own, so each map weighs the
+        same whatever its channel count, and their concatenation has unit norm.
     :return: arrays ``segments (h, w) int32`` (superpixel id per pixel), ``edge_index (E, 2) int32``,
-        ``edge_weight (E,) float32`` and ``prior (n,) float32`` (the ``mu_i``).
+        ``edge_energy (E,) float32`` (the weight is ``exp(-energy)``, taken in float64 at decode time
+        because weights span far more than float32's range) and ``prior (n,) float64`` (the ``mu_i``).
     """
     h, w = image.shape[:2]
     segments = slic(image, n_segments=params.n_segments, compactness=params.compactness, start_label=0,
@@ -82,18 +86,18 @@ def build_graph(image: np.ndarray, node_features: np.ndarray | None, params: Gra
 
     energy = ((mean_color[i] - mean_color[j]) ** 2).sum(1) / params.sigma_color**2
     energy += boundary / (params.boundary_scale * max(float(np.median(boundary)), 1e-6))
-    if node_features is not None:
-        feats = np.asarray(membership @ node_features.reshape(node_features.shape[0], -1).T) / counts[:, None]
+    for dense in feature_maps:
+        feats = np.asarray(membership @ dense.reshape(dense.shape[0], -1).T) / counts[:, None]
         feats /= np.linalg.norm(feats, axis=1, keepdims=True) + 1e-6
-        energy += ((feats[i] - feats[j]) ** 2).sum(1) / params.sigma_feature**2
+        energy += ((feats[i] - feats[j]) ** 2).sum(1) / (len(feature_maps) * params.sigma_feature**2)
 
-    prior = np.full(n, params.min_prior, np.float32)
+    prior = np.full(n, params.min_prior, np.float64)
     border = np.unique(np.concatenate([segments[0], segments[-1], segments[:, 0], segments[:, -1]]))
     prior[border] = params.border_prior
     return {
         "segments": segments,
         "edge_index": np.stack([i, j], 1).astype(np.int32),
-        "edge_weight": np.exp(-energy).astype(np.float32),
+        "edge_energy": energy.astype(np.float32),
         "prior": prior,
     }
 
@@ -119,7 +123,7 @@ def random_walker(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: n
     np.add.at(target, nodes, params.seed_weight * labels.astype(np.float64))
 
     i, j = graph["edge_index"][:, 0], graph["edge_index"][:, 1]
-    wgt = graph["edge_weight"].astype(np.float64)
+    wgt = np.exp(-graph["edge_energy"].astype(np.float64))
     degree = np.bincount(i, wgt, n) + np.bincount(j, wgt, n)
     system = sp.csc_matrix((np.concatenate([-wgt, -wgt, degree + seed + graph["prior"]]),
                             (np.concatenate([i, j, np.arange(n)]), np.concatenate([j, i, np.arange(n)]))),
