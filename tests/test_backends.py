@@ -1,0 +1,184 @@
+"""The backend protocol, the embedded backend's real weights and decoder, the registry and the cache."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from skimage import data as skdata
+
+from alignsam_gym.backends import (
+    BACKENDS, EmbeddingCache, ImageEmbedding, PromptableSegmenter, make_backend, register_backend, shared_backend,
+)
+from alignsam_gym.backends import efficientnet_lite
+from alignsam_gym.backends.lite import LiteBackend
+from alignsam_gym.metrics import iou
+
+
+@pytest.fixture(scope="module")
+def lite() -> LiteBackend:
+    return shared_backend("lite", device="cpu")
+
+
+def two_region_image(h: int = 120, w: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """A red disc on a textured blue background, and the disc's mask."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[..., 2] = 150 + rng.integers(0, 40, (h, w))
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - h * 0.45) ** 2 + (xx - w * 0.3) ** 2 < (min(h, w) * 0.3) ** 2
+    image[disc] = (200, 30, 30)
+    return image, disc
+
+
+@pytest.mark.parametrize("name, classes", [("chelsea", range(281, 286)), ("coffee", [967])])
+def test_embedded_encoder_weights_are_the_pretrained_ones(name, classes):
+    model = efficientnet_lite.load_classifier()
+    image = torch.from_numpy(np.ascontiguousarray(getattr(skdata, name)())).permute(2, 0, 1)[None].float() / 255
+    image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear", antialias=True)
+    with torch.inference_mode():
+        top = int(model((image - efficientnet_lite.INPUT_MEAN) / efficientnet_lite.INPUT_STD).argmax())
+    assert top in classes  # ImageNet: 281-285 are cats, 967 is espresso
+
+
+def test_wrong_weight_file_names_the_file(tmp_path):
+    state = torch.load(efficientnet_lite.weights_path(), map_location="cpu", weights_only=True)
+    keys = list(state)
+    short = tmp_path / "short.pth"
+    torch.save({k: state[k] for k in keys[:-1]}, short)
+    with pytest.raises(ValueError, match=r"short\.pth: expected 296 EfficientNet-Lite0 tensors, found 295"):
+        efficientnet_lite.load_classifier(short)
+    bad = tmp_path / "bad.pth"
+    state[keys[0]] = torch.zeros(1)
+    torch.save(state, bad)
+    with pytest.raises(ValueError, match=r"bad\.pth: tensor _conv_stem.weight has shape \(1,\)"):
+        efficientnet_lite.load_classifier(bad)
+
+
+def test_encode_shapes_and_protocol(lite):
+    image, _ = two_region_image()
+    embedding = lite.encode(image)
+    assert isinstance(lite, PromptableSegmenter) and isinstance(embedding, ImageEmbedding)
+    assert embedding.features.shape == lite.feature_shape == (432, 20, 20)
+    assert embedding.features.dtype == np.float32 and np.isfinite(embedding.features).all()
+    assert embedding.image_shape == (120, 200)
+    assert embedding.mask_shape == (154, 256)  # longest side 256, aspect kept
+    logits = lite.decode(embedding, np.array([[60.0, 54.0]]), np.array([1]))
+    assert logits.shape == (154, 256) and logits.dtype == np.float32 and np.isfinite(logits).all()
+
+
+def test_decoder_follows_the_clicked_region_on_a_non_square_image(lite):
+    image, left = two_region_image()
+    right = left[:, ::-1].copy()  # a second disc, mirrored to the right half, in green
+    image[right] = (40, 200, 40)
+    embedding = lite.encode(image)
+    h, w = embedding.mask_shape
+
+    def lowres(mask):
+        return np.asarray(torch.nn.functional.interpolate(torch.from_numpy(mask[None, None].astype(np.float32)),
+                                                          size=(h, w))[0, 0] > 0.5)
+
+    background = np.array([100.0, 110.0])
+    for centre, truth in (([60.0, 54.0], left), ([140.0, 54.0], right)):
+        logits = lite.decode(embedding, np.array([centre, background]), np.array([1, 0]))
+        assert iou(logits > 0, lowres(truth)) > 0.9
+
+
+def test_foreground_only_prompts_give_a_bounded_mask(lite):
+    image, disc = two_region_image()
+    logits = lite.decode(lite.encode(image), np.array([[60.0, 54.0]]), np.array([1]))
+    assert 0.05 < (logits > 0).mean() < 0.8
+
+
+@pytest.mark.parametrize("points, labels, message", [
+    (np.zeros((1, 3)), np.array([1]), r"points must have shape \(N, 2\)"),
+    (np.zeros((2, 2)), np.array([1]), r"labels must have shape \(2,\)"),
+    (np.zeros((0, 2)), np.zeros(0), "at least one point"),
+    (np.zeros((1, 2)), np.array([2]), "labels must be 0"),
+    (np.array([[250.0, 10.0]]), np.array([1]), r"inside the 200x120"),
+    (np.array([[np.nan, 10.0]]), np.array([1]), r"inside the 200x120"),
+])
+def test_decode_rejects_bad_prompts(lite, points, labels, message):
+    embedding = lite.encode(two_region_image()[0])
+    with pytest.raises(ValueError, match=message):
+        lite.decode(embedding, points, labels)
+
+
+@pytest.mark.parametrize("image, message", [
+    (np.zeros((50, 50), np.uint8), r"\(H, W, 3\) uint8"),
+    (np.zeros((50, 50, 4), np.uint8), r"\(H, W, 3\) uint8"),
+    (np.zeros((50, 50, 3), np.float32), r"\(H, W, 3\) uint8"),
+    (np.zeros((4, 50, 3), np.uint8), "at least 8x8"),
+])
+def test_encode_rejects_bad_images(lite, image, message):
+    with pytest.raises(ValueError, match=message):
+        lite.encode(image)
+
+
+def test_identity_tracks_configuration():
+    base = LiteBackend(device="cpu")
+    assert base.identity == LiteBackend(device="cpu").identity
+    assert base.identity != LiteBackend(encoder_size=320, device="cpu").identity
+    assert efficientnet_lite.weights_digest()[:16] in base.identity
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"encoder_size": 100}, "multiple of 32"), ({"work_size": 8}, "at least 32"),
+])
+def test_lite_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        LiteBackend(**kwargs)
+
+
+class CountingBackend(LiteBackend):
+    """The embedded backend at a small encoder size, counting its encodes (a real plug-in backend)."""
+
+    name = "counting-lite"
+
+    def __init__(self, device: str = "auto") -> None:
+        super().__init__(encoder_size=320, device=device)
+        self.encodes = 0
+
+    def encode(self, image):
+        self.encodes += 1
+        return super().encode(image)
+
+
+def test_registered_backend_plugs_into_the_env():
+    if "counting-lite" not in BACKENDS:
+        register_backend("counting-lite", CountingBackend)
+    with pytest.raises(ValueError, match="already registered"):
+        register_backend("counting-lite", CountingBackend)
+    env = gym.make("AlignSAM-v0", backend="counting-lite", num_images=1, task="synthetic-shapes")
+    other = gym.make("AlignSAM-v0", backend="counting-lite", num_images=1, task="synthetic-shapes")
+    assert env.observation_space.shape == (432, 10, 10)
+    env.reset(seed=0)
+    env.step(0)
+    other.reset(seed=1)  # same single image: served from the shared embedding cache
+    assert env.unwrapped.backend.encodes == 1
+    assert isinstance(make_backend("counting-lite"), CountingBackend)
+
+
+def test_embedding_cache_hits_misses_and_eviction():
+    backend = CountingBackend(device="cpu")
+    image_a, _ = two_region_image()
+    image_b = image_a[::-1].copy()
+    cache = EmbeddingCache()
+    first = cache.encode(backend, image_a)
+    assert cache.encode(backend, image_a.copy()) is first  # same pixels, another array: a hit
+    assert (cache.hits, cache.misses, backend.encodes) == (1, 1, 1)
+    cache.encode(backend, image_b)
+    assert (cache.misses, len(cache)) == (2, 2)
+    # A budget of one entry: the least recently used is dropped.
+    small = EmbeddingCache(max_bytes=first.nbytes + 1)
+    small.encode(backend, image_a)
+    small.encode(backend, image_b)
+    assert len(small) == 1
+    small.encode(backend, image_a)
+    assert small.misses == 3
+    # Another backend identity never shares an entry.
+    other = LiteBackend(encoder_size=352, device="cpu")
+    assert cache.encode(other, image_a).features.shape == (432, 11, 11)
+    with pytest.raises(ValueError, match="max_bytes must be positive"):
+        EmbeddingCache(max_bytes=0)
