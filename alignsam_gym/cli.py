@@ -43,6 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     env = gym.make("AlignSAM-v0", **kwargs)
     env.action_space.seed(args.seed)
     obs, info = env.reset(seed=args.seed)
+    image_index = info["image_index"]
     frames = [env.render()]
     steps = []
     terminated = truncated = False
@@ -64,8 +65,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         strip.paste(thumb, ((k % 8) * panel, (k // 8) * (panel // 2)))
     strip.save(out / "episode_strip.png")
     rewards = [s["reward"] for s in steps]
-    summary = {"task": env.unwrapped.task, "seed": args.seed, "policy": "random", "image_index": int(
-        env.unwrapped._image_index), "return": float(np.sum(rewards)),
+    summary = {"task": env.unwrapped.task, "seed": args.seed, "policy": "random", "image_index": image_index,
+               "return": float(np.sum(rewards)),
         "foreground_rate": float(np.mean([s["is_foreground"] for s in steps])),
         "final_iou": steps[-1]["iou"], "steps": steps, "wall_s": round(time.perf_counter() - start, 2)}
     _write_json(out / "episode.json", summary)

@@ -168,6 +168,7 @@ def test_embedding_cache_hits_misses_and_eviction():
     first = cache.encode(backend, image_a)
     assert cache.encode(backend, image_a.copy()) is first  # same pixels, another array: a hit
     assert (cache.hits, cache.misses, backend.encodes) == (1, 1, 1)
+    assert not first.features.flags.writeable  # shared entries cannot be changed in place
     cache.encode(backend, image_b)
     assert (cache.misses, len(cache)) == (2, 2)
     # A budget of one entry: the least recently used is dropped.
@@ -182,3 +183,14 @@ def test_embedding_cache_hits_misses_and_eviction():
     assert cache.encode(other, image_a).features.shape == (432, 11, 11)
     with pytest.raises(ValueError, match="max_bytes must be positive"):
         EmbeddingCache(max_bytes=0)
+
+
+def test_decoder_quality_on_ccp_person(ccp_root):
+    """Regression guard for the committed benchmark (all 300 images: 0.857 / 0.906), on 20 images."""
+    from alignsam_gym.bench.decoder import run_decoder_benchmark
+    from alignsam_gym.data.ccp import CCPDataset
+
+    result = run_decoder_benchmark(LiteBackend(device="cpu"), CCPDataset(ccp_root), limit=20, baseline=False,
+                                   speed_images=1, progress=False)
+    curve = result["backend_result"]["miou_per_click"]
+    assert curve[4] >= 0.80 and curve[9] >= 0.85, curve

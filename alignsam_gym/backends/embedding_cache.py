@@ -60,6 +60,8 @@ class EmbeddingCache:
                 return self._entries[key]
             self.misses += 1
         embedding = backend.encode(image)
+        for array in (embedding.features, *embedding.decoder_state.values()):
+            array.flags.writeable = False  # shared by every env: nobody may change it in place
         with self._lock:
             if key not in self._entries:
                 self._entries[key] = embedding

@@ -8,6 +8,7 @@ click for images resized to ``speed_size`` squared (800, the env's default), tor
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from typing import Any
@@ -116,7 +117,7 @@ def run_decoder_benchmark(backend: PromptableSegmenter, dataset: SegmentationDat
                          "ms_median": round(1000 * float(np.median(decode_s)), 3),
                          "ms_p95": round(1000 * float(np.percentile(decode_s, 95)), 3)},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": __import__("os").cpu_count()},
+                    "cpu_count": os.cpu_count()},
         "package_version": __version__,
     }
     if baseline:
