@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 
 import alignsam_gym  # noqa: F401  (registers the ids)
+
+# Every env of the test session (and of its subprocesses) caches embeddings here, never in the user's cache.
+TEST_CACHE = tempfile.mkdtemp(prefix="alignsam-test-cache-")
+os.environ["ALIGNSAM_CACHE"] = TEST_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
 
 CCP_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ccp"
 
@@ -31,3 +43,26 @@ def make_env():
     yield factory
     for env in envs:
         env.close()
+
+
+def tiny_sam_architecture():
+    from alignsam_gym.backends.sam import SamArchitecture
+
+    return SamArchitecture(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+                           prompt_embed_dim=32, decoder_depth=2, decoder_mlp_dim=64, iou_head_hidden_dim=32)
+
+
+def save_tiny_sam(path: Path, seed: int = 0) -> Path:
+    """A randomly initialised SAM of the real classes with small widths and depths, saved as a checkpoint."""
+    import torch
+
+    from alignsam_gym.backends.sam import build_sam
+
+    torch.manual_seed(seed)
+    torch.save(build_sam(tiny_sam_architecture()).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_sam_checkpoint(tmp_path_factory) -> Path:
+    return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")

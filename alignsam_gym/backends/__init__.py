@@ -15,11 +15,11 @@ import threading
 from typing import Any, Callable
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
-from alignsam_gym.backends.embedding_cache import DEFAULT_CACHE, EmbeddingCache, image_digest
+from alignsam_gym.backends.embedding_cache import EmbeddingCache, default_cache_dir, image_digest, shared_cache
 
 __all__ = [
-    "BACKENDS", "DEFAULT_CACHE", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "image_digest",
-    "make_backend", "register_backend", "shared_backend",
+    "BACKENDS", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "default_cache_dir", "image_digest",
+    "make_backend", "register_backend", "shared_backend", "shared_cache",
 ]
 
 BACKENDS: dict[str, Callable[..., PromptableSegmenter]] = {}
@@ -62,4 +62,11 @@ def _make_lite(**kwargs: Any) -> PromptableSegmenter:
     return LiteBackend(**kwargs)
 
 
+def _make_sam(**kwargs: Any) -> PromptableSegmenter:
+    from alignsam_gym.backends.sam import make_sam_backend
+
+    return make_sam_backend(**kwargs)
+
+
 register_backend("lite", _make_lite)
+register_backend("sam", _make_sam)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -12,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from alignsam_gym.backends import DEFAULT_CACHE, ImageEmbedding, PromptableSegmenter, image_digest, shared_backend
-from alignsam_gym.data.base import SegmentationDataset
+from alignsam_gym.backends import ImageEmbedding, PromptableSegmenter, shared_backend, shared_cache
+from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.metrics import iou
 from alignsam_gym.rendering import render_frame
@@ -21,20 +20,6 @@ from alignsam_gym.rendering import render_frame
 LABEL_SOURCES = ("gt", "positive")
 INIT_PROMPTS = ("random_gt",)
 OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
-
-
-@lru_cache(maxsize=128)
-def _prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Image resized to ``image_size`` squared, its mask, and the image digest; shared by all envs."""
-    sample = dataset[index]
-    image = cv2.resize(sample.image, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(sample.mask.astype(np.uint8), (image_size, image_size), interpolation=cv2.INTER_NEAREST) > 0
-    if not mask.any() or mask.all():
-        what = "empty" if not mask.any() else "all foreground"
-        raise ValueError(f"{dataset.task} image {sample.name!r}: the mask is {what} at {image_size}x{image_size}, "
-                         "so no positive and negative initial point can both be drawn")
-    image.flags.writeable = mask.flags.writeable = False
-    return image, mask, image_digest(image)
 
 
 class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
@@ -58,6 +43,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     backend's image embedding ``E(x)`` (``(C, h, w)``; ``(432, 20, 20)`` for ``"lite"``) multiplied
     position-wise by the previous mask probability ``sigmoid(logits)`` resized to ``(h, w)`` with area
     interpolation, then area-pooled to ``obs_size`` when that differs from ``h`` (default: ``h``).
+    ``(256, 64, 64)`` for SAM.
 
     ## Rewards
     +1 if the chosen point lies on ground-truth foreground, otherwise -1 (in float). Choosing a
@@ -79,8 +65,14 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``task``: task name (see ``alignsam_gym.data.tasks``); default ``"synthetic-saliency"``.
     - ``data_root``: dataset folder, for file-based tasks only.
     - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50).
-    - ``backend``: registered segmenter name, ``"lite"`` (embedded default). ``backend_kwargs``:
-      extra keyword arguments for it. ``device``: ``"auto"`` (CUDA when present), ``"cpu"``, ...
+    - ``backend``: registered segmenter name: ``"lite"`` (embedded default) or ``"sam"``.
+      ``sam_checkpoint``: SAM checkpoint path (default ``$ALIGNSAM_SAM_CHECKPOINT``);
+      ``sam_model_type``: ``vit_b``/``vit_l``/``vit_h`` to insist on (default: read from the file).
+      ``backend_kwargs``: extra keyword arguments for the backend. ``device``: ``"auto"`` (CUDA when
+      present), ``"cpu"``, ...
+    - ``cache_dir``: folder of the on-disk embedding cache shared by every env, process and run
+      (default ``$ALIGNSAM_CACHE`` or ``~/.cache/alignsam-gym``); ``False`` keeps embeddings in
+      memory only.
     - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
     - ``label_source``: ``"gt"`` (oracle: the true label at the point) or ``"positive"`` (every
       prompt positive, the paper's "w/o SRM").
@@ -108,7 +100,10 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         split: str = "train",
         num_images: int = 50,
         backend: str = "lite",
+        sam_checkpoint: str | None = None,
+        sam_model_type: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
+        cache_dir: str | bool | None = None,
         grid_size: int = 10,
         image_size: int = 800,
         max_prompts: int = 15,
@@ -133,7 +128,16 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
         self.task = get_task(task or DEFAULT_TASK).name
         self.dataset = make_dataset(self.task, split, num_images, data_root)
-        self.backend: PromptableSegmenter = shared_backend(backend, device=device, **(backend_kwargs or {}))
+        backend_kwargs = dict(backend_kwargs or {})
+        if sam_checkpoint is not None or sam_model_type is not None:
+            if backend == "lite":
+                raise ValueError("sam_checkpoint and sam_model_type apply to SAM backends, not to backend='lite'")
+            if sam_checkpoint is not None:
+                backend_kwargs["checkpoint"] = str(sam_checkpoint)
+            if sam_model_type is not None:
+                backend_kwargs["model_type"] = sam_model_type
+        self.backend: PromptableSegmenter = shared_backend(backend, device=device, **backend_kwargs)
+        self.cache = shared_cache(cache_dir)
         self.grid_size, self.image_size, self.max_prompts = int(grid_size), int(image_size), int(max_prompts)
         self.label_source, self.init_prompts, self.render_mode = label_source, init_prompts, render_mode
 
@@ -167,8 +171,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         else:
             index = self.np_random.integers(len(self.dataset))
         self._image_index = int(index)
-        self._image, self._mask, digest = _prepared_sample(self.dataset, self._image_index, self.image_size)
-        self._embedding = DEFAULT_CACHE.encode(self.backend, self._image, digest)
+        self._image, self._mask, digest = prepared_sample(self.dataset, self._image_index, self.image_size)
+        self._embedding = self.cache.encode(self.backend, self._image, digest)
         mh, mw = self._embedding.mask_shape
         self._mask_lowres = cv2.resize(self._mask.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
 
