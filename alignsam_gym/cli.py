@@ -4,6 +4,10 @@
   annotated GIF and PNG strip of it and ``episode.json``.
 - ``alignsam bench decoder --data-root DIR --json OUT``: oracle-click quality and decode speed of a
   backend on a dataset task (default CCP person), with OpenCV GrabCut as the same-run baseline.
+- ``alignsam bench episode --json OUT``: SAM episode time, env with cached embeddings against
+  ``SamPredictor.set_image`` at every reset.
+- ``alignsam cache build --task T --backend B``: precompute the embeddings of a whole task.
+- ``alignsam weights list | download NAME | verify PATH``: official checkpoints.
 """
 
 from __future__ import annotations
@@ -102,6 +106,80 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_episode(args: argparse.Namespace) -> int:
+    from alignsam_gym.bench.episode import run_episode_benchmark
+    from alignsam_gym.devices import resolve_device
+
+    result = run_episode_benchmark(model_type=args.model_type, checkpoint=args.sam_checkpoint, episodes=args.episodes,
+                                   device=str(resolve_device(args.device)))
+    result["command"] = "alignsam " + " ".join(sys.argv[1:])
+    print(f"\nSAM {result['model_type']} ({result['weights']} weights) on {result['device']}, "
+          f"{result['episodes']} episodes of reset + {result['max_prompts']} steps:")
+    print(f"  SamPredictor.set_image per reset: median {result['predictor_per_reset_median_s']:.3f} s / episode")
+    print(f"  AlignSAM-v0 with cached embeddings: median {result['env_cached_median_s']:.3f} s / episode "
+          f"({result['env_step_ms_median']:.1f} ms / step)")
+    print(f"  speed-up: {result['speedup_median']:.1f}x")
+    if args.json:
+        _write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_cache_build(args: argparse.Namespace) -> int:
+    from alignsam_gym.backends import image_digest, shared_backend, shared_cache
+    from alignsam_gym.data.prepare import prepared_sample
+    from alignsam_gym.data.tasks import make_dataset
+
+    kwargs = {}
+    if args.sam_checkpoint:
+        kwargs["checkpoint"] = args.sam_checkpoint
+    if args.sam_model_type:
+        kwargs["model_type"] = args.sam_model_type
+    backend = shared_backend(args.backend, device=args.device, **kwargs)
+    cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
+    dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
+    batch_size = args.batch_size or (8 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 1)
+    encode_batch = getattr(backend, "encode_batch", None)
+    todo = [i for i in range(len(dataset)) if not cache.contains(backend, prepared_sample(dataset, i, args.image_size)[2])]
+    print(f"{args.task}/{args.split}: {len(dataset)} images, {len(dataset) - len(todo)} already cached in "
+          f"{cache.directory}; encoding {len(todo)} with {backend.identity}")
+    start = time.perf_counter()
+    for k in range(0, len(todo), batch_size):
+        chunk = [prepared_sample(dataset, i, args.image_size) for i in todo[k:k + batch_size]]
+        images = [image for image, _, _ in chunk]
+        embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(images[0])]
+        for (image, _, digest), embedding in zip(chunk, embeddings):
+            cache.put(backend, digest or image_digest(image), embedding)
+        done = min(k + batch_size, len(todo))
+        elapsed = time.perf_counter() - start
+        print(f"\r  [{done}/{len(todo)}] {elapsed:.1f} s, {elapsed / done:.2f} s/image", end="", flush=True)
+    print()
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from alignsam_gym.backends import weights
+
+    if args.action == "list":
+        print(f"weights folder: {weights.weights_dir()} (set ${weights.WEIGHTS_ENV} to change it)")
+        for w in weights.REGISTRY.values():
+            size = f"{w.size / 2**20:.0f} MiB" if w.size else "size not published"
+            installed = (weights.weights_dir() / w.filename).is_file()
+            print(f"  {w.name:22s} {w.filename:22s} {size:>20s}  {'installed' if installed else '-':9s} {w.description}")
+            print(f"  {'':22s} {w.url}\n  {'':22s} sha256 {w.sha256}")
+        return 0
+    if args.action == "download":
+        path = weights.download(args.target, directory=args.dir)
+        print(f"installed {path}")
+        return 0
+    report = weights.identify(args.target)
+    if args.json:
+        _write_json(args.json, report)
+    for key, value in report.items():
+        print(f"{key:15s} {value}")
+    return 0 if report["registry"] or report["sam_model_type"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,14 +207,48 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("--no-baseline", action="store_true", help="skip the GrabCut baseline")
     dec.add_argument("--json", default=None, help="write the results to this JSON file")
     dec.set_defaults(func=cmd_bench_decoder)
+    epi = bench_sub.add_parser("episode", help="SAM episode time: cached env vs SamPredictor.set_image per reset")
+    epi.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    epi.add_argument("--sam-checkpoint", default=None, help="real weights (default: random weights, same time)")
+    epi.add_argument("--episodes", type=int, default=3)
+    epi.add_argument("--device", default="auto")
+    epi.add_argument("--json", default=None)
+    epi.set_defaults(func=cmd_bench_episode)
+
+    cache = sub.add_parser("cache", help="the embedding cache")
+    cache_sub = cache.add_subparsers(dest="cache", required=True)
+    build = cache_sub.add_parser("build", help="encode every image of a task into the cache")
+    build.add_argument("--task", required=True)
+    build.add_argument("--split", default="train")
+    build.add_argument("--num-images", type=int, default=50)
+    build.add_argument("--data-root", default=None)
+    build.add_argument("--backend", default="lite")
+    build.add_argument("--sam-checkpoint", default=None)
+    build.add_argument("--sam-model-type", default=None)
+    build.add_argument("--image-size", type=int, default=800, help="as the env's image_size (default 800)")
+    build.add_argument("--cache-dir", default=None, help="default: $ALIGNSAM_CACHE or ~/.cache/alignsam-gym")
+    build.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="features on disk")
+    build.add_argument("--batch-size", type=int, default=None, help="images per encoder forward (GPU: 8)")
+    build.add_argument("--device", default="auto")
+    build.set_defaults(func=cmd_cache_build)
+
+    wts = sub.add_parser("weights", help="official checkpoints: list, download, verify")
+    wts.add_argument("action", choices=["list", "download", "verify"])
+    wts.add_argument("target", nargs="?", help="download: a registry name; verify: a file path")
+    wts.add_argument("--dir", default=None, help="download folder (default: $ALIGNSAM_WEIGHTS or ~/.cache/...)")
+    wts.add_argument("--json", default=None, help="verify: write the report as JSON")
+    wts.set_defaults(func=cmd_weights)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "action", None) in ("download", "verify") and not args.target:
+        parser.error(f"weights {args.action} needs a {'registry name' if args.action == 'download' else 'file path'}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"alignsam: error: {err}", file=sys.stderr)
         return 2
 

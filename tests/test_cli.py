@@ -36,3 +36,23 @@ def test_bench_decoder_end_to_end(tmp_path, ccp_root):
     assert len(curve) == 3 and all(0 <= v <= 1 for v in curve)
     assert len(result["grabcut_result"]["miou_per_click"]) == 3
     assert result["decode_speed"]["decodes"] == 3 and result["decode_speed"]["ms_median"] > 0
+
+
+def test_cache_build_fills_the_cache_the_env_reads(tmp_path, capsys, tiny_sam_checkpoint):
+    import gymnasium as gym
+
+    args = ["cache", "build", "--task", "synthetic-shapes", "--num-images", "2", "--backend", "sam",
+            "--sam-checkpoint", str(tiny_sam_checkpoint), "--cache-dir", str(tmp_path), "--device", "cpu",
+            "--batch-size", "2"]
+    assert main(args) == 0
+    assert "encoding 2 with sam-v1/" in capsys.readouterr().out
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 2
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 already cached" in out and "encoding 0" in out
+    env = gym.make("AlignSAM-v0", backend="sam", sam_checkpoint=str(tiny_sam_checkpoint), task="synthetic-shapes",
+                   num_images=2, cache_dir=str(tmp_path), device="cpu")
+    env.reset(seed=0)
+    env.reset(seed=1, options={"image_index": 1 - env.unwrapped._image_index})
+    cache = env.unwrapped.cache  # the same process-wide cache the command filled: nothing is encoded again
+    assert cache.misses == 0 and cache.hits + cache.disk_hits == 2

@@ -20,7 +20,6 @@ their builder as ``model_builder`` and register them as a backend (see the READM
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_prompts
+from alignsam_gym.backends.weights import sha256_of
 from alignsam_gym.devices import resolve_device
 
 CHECKPOINT_ENV = "ALIGNSAM_SAM_CHECKPOINT"
@@ -171,15 +171,6 @@ def load_sam(path: str | Path, model_type: str | None = None) -> tuple[nn.Module
     return model.eval(), arch
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resize_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """``(h', w')`` of an image resized so its longest side is ``long_side`` (SAM's rounding)."""
     scale = long_side / max(height, width)
@@ -242,7 +233,7 @@ class SamBackend(PromptableSegmenter):
     @property
     def identity(self) -> str:
         if self._digest is None:
-            self._digest = file_digest(self.checkpoint)
+            self._digest = sha256_of(self.checkpoint)
         kind = self.model_type if self.model_builder is not None else self._architecture().model_type
         return f"sam-v1/{kind}/{self._digest[:16]}/longest{self.image_size}"
 
