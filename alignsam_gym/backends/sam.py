@@ -7,7 +7,8 @@ names the file and both types. Images are handled exactly as ``SamPredictor`` do
 longest side is 1024 (``ResizeLongestSide``), normalised with SAM's pixel mean and std, and padded
 to 1024x1024 at the bottom and right. Point prompts go through the same coordinate transform.
 
-Per step the prompt encoder and mask decoder run on all points so far and return SAM's
+Per step the prompt encoder and mask decoder run on all points so far (the decoder's image-only
+work is done once per image, :mod:`alignsam_gym.backends.sam_decoder`) and return SAM's
 low-resolution logits (256x256 over the padded square, cropped here to the image), with no
 full-resolution upsampling. With two or more points the single-mask output is used: SAM's authors
 recommend it for multi-point prompts, which are unambiguous, and the episode always has at least
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_prompts
+from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image
 from alignsam_gym.backends.weights import sha256_of
 from alignsam_gym.devices import resolve_device
 
@@ -196,12 +199,14 @@ class SamBackend(PromptableSegmenter):
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
     :param model_builder: for SAM-compatible models: ``builder(checkpoint_path) -> Sam-like module``
         (e.g. MobileSAM's ``sam_model_registry["vit_t"]``); skips the architecture check.
+    :param decoder_cache_size: images whose prompt-independent decoder work is kept in memory
+        (about 10 MiB each for SAM; see :mod:`alignsam_gym.backends.sam_decoder`).
     """
 
     name = "sam"
 
     def __init__(self, checkpoint: str | Path | None = None, model_type: str | None = None, device: str = "auto",
-                 model_builder: Callable[[str], nn.Module] | None = None) -> None:
+                 model_builder: Callable[[str], nn.Module] | None = None, decoder_cache_size: int = 8) -> None:
         checkpoint = checkpoint or os.environ.get(CHECKPOINT_ENV)
         if not checkpoint:
             raise ValueError(f"backend 'sam' needs a checkpoint: pass sam_checkpoint=PATH or set {CHECKPOINT_ENV}; "
@@ -219,6 +224,8 @@ class SamBackend(PromptableSegmenter):
         self._arch: SamArchitecture | None = None
         self._digest: str | None = None
         self._lock = threading.Lock()
+        self._tokens: OrderedDict[int, tuple[np.ndarray, ImageTokens]] = OrderedDict()
+        self.decoder_cache_size = max(1, int(decoder_cache_size))
 
     # -- metadata, without building the model ---------------------------------------------------
     def _architecture(self) -> SamArchitecture | None:
@@ -302,15 +309,27 @@ class SamBackend(PromptableSegmenter):
         coords = to_sam_coordinates(pts, embedding.image_shape, model.image_encoder.img_size)
         coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None]
         labels_t = torch.as_tensor(lab, dtype=torch.int64, device=self.device)[None]
-        sparse, dense = model.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
-        image_embedding = torch.tensor(embedding.features, device=self.device)[None]  # cached arrays are read-only
+        sparse, _ = model.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
         multimask = len(pts) == 1
-        logits, predicted_iou = model.mask_decoder(
-            image_embeddings=image_embedding, image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask)
+        logits, predicted_iou = decode_masks(model, self._image_tokens(embedding), sparse, multimask)
         best = int(predicted_iou[0].argmax()) if multimask else 0
         mh, mw = embedding.mask_shape
         return logits[0, best, :mh, :mw].float().cpu().numpy()
+
+
+    def _image_tokens(self, embedding: ImageEmbedding) -> ImageTokens:
+        """The decoder's per-image precomputation, from a small LRU keyed on the embedding's array."""
+        key = id(embedding.features)
+        entry = self._tokens.get(key)
+        if entry is not None and entry[0] is embedding.features:
+            self._tokens.move_to_end(key)
+            return entry[1]
+        features = torch.tensor(embedding.features, device=self.device)[None]  # cached arrays are read-only
+        tokens = precompute_image(self.model(), features)
+        self._tokens[key] = (embedding.features, tokens)  # holding the array keeps its id unique
+        while len(self._tokens) > self.decoder_cache_size:
+            self._tokens.popitem(last=False)
+        return tokens
 
 
 def make_sam_backend(checkpoint: str | Path | None = None, model_type: str | None = None, device: str = "auto",
