@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
+from scipy.special import expit
 
 from alignsam_gym.backends import ImageEmbedding, PromptableSegmenter, shared_backend, shared_cache
 from alignsam_gym.data.prepare import prepared_sample
@@ -223,7 +224,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     def _decode(self) -> None:
         logits = self.backend.decode(self._embedding, np.array(self._points), np.array(self._labels))
-        self._prob = (1.0 / (1.0 + np.exp(-logits.astype(np.float32)))).astype(np.float32)
+        self._prob = expit(logits).astype(np.float32)
         self._iou = iou(logits > 0, self._mask_lowres)
 
     def _observation(self) -> np.ndarray:
