@@ -66,3 +66,26 @@ def save_tiny_sam(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sam_checkpoint(tmp_path_factory) -> Path:
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
+
+
+TINY_CLIP = "alignsam-test-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+    """A tiny open_clip model (real classes, random weights) registered as TINY_CLIP and saved as a state dict."""
+    import json
+
+    import open_clip
+    import torch
+
+    folder = tmp_path_factory.mktemp("clip")
+    config = {"embed_dim": 32,
+              "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "patch_size": 16, "head_width": 32},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    path = folder / "tiny_clip.pt"
+    torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), path)
+    return path

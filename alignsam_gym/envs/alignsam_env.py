@@ -18,7 +18,9 @@ from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.metrics import iou
 from alignsam_gym.rendering import render_frame
 
-LABEL_SOURCES = ("gt", "positive")
+LABEL_SOURCES = ("gt", "positive", "clip")
+#: a point is labelled foreground by ``label_source="clip"`` where the normalised CLIP map exceeds this
+CLIP_LABEL_THRESHOLD = 0.5
 INIT_PROMPTS = ("random_gt",)
 OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
 
@@ -75,8 +77,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       (default ``$ALIGNSAM_CACHE`` or ``~/.cache/alignsam-gym``); ``False`` keeps embeddings in
       memory only.
     - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
-    - ``label_source``: ``"gt"`` (oracle: the true label at the point) or ``"positive"`` (every
-      prompt positive, the paper's "w/o SRM").
+    - ``label_source``: ``"gt"`` (oracle: the true label at the point), ``"positive"`` (every
+      prompt positive, the paper's "w/o SRM") or ``"clip"`` (the CLIP-Surgery map of the task's text
+      prompt at the point, thresholded at 0.5: the paper's RL+SCLIP ablation).
+    - ``clip_checkpoint``: open_clip weights for the CLIP-Surgery maps (default
+      ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``).
     - ``init_prompts``: ``"random_gt"`` (see Starting State).
     - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
     - ``render_mode``: None or ``"rgb_array"``: a ``(image_size // 2, image_size, 3) uint8`` frame,
@@ -89,7 +94,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     0 or 1) and ``num_prompts`` (the agent's prompts so far, 1..max_prompts).
 
     ## Version History
-    - v0: initial release (paper dynamics, label sources ``gt`` and ``positive``).
+    - v0: initial release (paper dynamics, label sources ``gt``, ``positive`` and ``clip``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -105,6 +110,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         sam_model_type: str | None = None,
         backend_kwargs: dict[str, Any] | None = None,
         cache_dir: str | bool | None = None,
+        clip_checkpoint: str | None = None,
+        clip_model: str = "ViT-B-16",
         grid_size: int = 10,
         image_size: int = 800,
         max_prompts: int = 15,
@@ -139,6 +146,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
                 backend_kwargs["model_type"] = sam_model_type
         self.backend: PromptableSegmenter = shared_backend(backend, device=device, **backend_kwargs)
         self.cache = shared_cache(cache_dir)
+        self.clip_maps = None
+        if label_source == "clip" or clip_checkpoint is not None:
+            from alignsam_gym.backends.clip_surgery import shared_clip_maps
+
+            self.clip_maps = shared_clip_maps(clip_checkpoint, get_task(self.task).text_prompt, clip_model, device)
         self.grid_size, self.image_size, self.max_prompts = int(grid_size), int(image_size), int(max_prompts)
         self.label_source, self.init_prompts, self.render_mode = label_source, init_prompts, render_mode
 
@@ -174,6 +186,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self._image_index = int(index)
         self._image, self._mask, digest = prepared_sample(self.dataset, self._image_index, self.image_size)
         self._embedding = self.cache.encode(self.backend, self._image, digest)
+        self._clip_map = None
+        if self.label_source == "clip":
+            self._clip_map = self.cache.encode(self.clip_maps, self._image, digest).features[0]
         mh, mw = self._embedding.mask_shape
         self._mask_lowres = cv2.resize(self._mask.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
 
@@ -194,7 +209,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
         point = self.action_points[int(action)]
         is_foreground = bool(self._mask[int(point[1]), int(point[0])])
-        label = int(is_foreground) if self.label_source == "gt" else 1
+        label = self._label(point, is_foreground)
         self._points.append(point)
         self._labels.append(label)
         self._steps_left -= 1
@@ -216,6 +231,17 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
                             np.array(self._labels), self.image_size // 2, caption)
 
     # -- internals -----------------------------------------------------------------------------
+    def _label(self, point: np.ndarray, is_foreground: bool) -> int:
+        """The label the segmenter gets for a prompt at ``point`` (pixels), from ``label_source``."""
+        if self.label_source == "gt":
+            return int(is_foreground)
+        if self.label_source == "positive":
+            return 1
+        g_h, g_w = self._clip_map.shape
+        row = min(int(point[1] * g_h / self.image_size), g_h - 1)
+        col = min(int(point[0] * g_w / self.image_size), g_w - 1)
+        return int(self._clip_map[row, col] > CLIP_LABEL_THRESHOLD)
+
     def _random_pixel(self, region: np.ndarray) -> np.ndarray:
         flat = np.flatnonzero(region)
         k = flat[self.np_random.integers(flat.size)]
