@@ -113,8 +113,11 @@ def test_points_land_in_the_right_embedding_cell_on_non_square_images(tiny):
     np.testing.assert_allclose(to_sam_coordinates(points, (h, w), 1024), reference - 0.5, atol=1e-9)
 
 
+@pytest.mark.parametrize("fast_upscaling", [True, False])
 @pytest.mark.parametrize("num_points", [1, 3])
-def test_decode_matches_sam_predictor(tiny, num_points):
+def test_decode_matches_sam_predictor(tiny, num_points, fast_upscaling, monkeypatch):
+    if not fast_upscaling:  # the generic path, for decoders whose upscaling is not SAM's
+        monkeypatch.setattr("alignsam_gym.backends.sam_decoder._standard_upscaling", lambda upscaling: False)
     image = random_image(300, 600, seed=num_points)
     embedding = tiny.encode(image)
     assert embedding.mask_shape == (128, 256) and embedding.image_shape == (300, 600)

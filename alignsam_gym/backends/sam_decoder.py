@@ -6,8 +6,8 @@ the key/value projections of the token-to-image attention and the query projecti
 image-to-token attention (three 4096x256 projections). :func:`precompute_image` does that once per
 image; :func:`decode_masks` runs the rest. Every operation is SAM's own, in SAM's order, on SAM's
 modules (``tests/test_sam.py`` checks the result against ``SamPredictor.predict``). The output
-upscaling's 2x2 stride-2 transposed convolutions are computed as the equivalent matrix products,
-which are faster on CPUs.
+upscaling runs on token-major data as matrix products, and only the masks that will be returned are
+formed (see :func:`_upscaled_masks`); both are faster on CPUs.
 """
 
 from __future__ import annotations
@@ -93,21 +93,43 @@ def _block(block: nn.Module, queries, keys, query_pe, key_pe, first: ImageTokens
     return queries, keys
 
 
-def _transposed_conv2x2(conv: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
-    """A kernel-2, stride-2 ``ConvTranspose2d`` as one matrix product and a pixel shuffle."""
-    b, c, h, w = x.shape
-    out = conv.weight.shape[1]
-    y = x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ conv.weight.reshape(c, out * 4)
-    y = y.reshape(b, h, w, out, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, out, 2 * h, 2 * w)
-    return y + conv.bias.reshape(1, -1, 1, 1)
+def _is_2x2_transposed_conv(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (2, 2) and layer.stride == (2, 2)
+            and layer.padding == (0, 0) and layer.output_padding == (0, 0) and layer.groups == 1
+            and layer.bias is not None)
 
 
-def _upscale(upscaling: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    for layer in upscaling:
-        is_2x2 = (isinstance(layer, nn.ConvTranspose2d) and layer.kernel_size == (2, 2) and layer.stride == (2, 2)
-                  and layer.padding == (0, 0) and layer.groups == 1 and layer.bias is not None)
-        x = _transposed_conv2x2(layer, x) if is_2x2 else layer(x)
-    return x
+def _standard_upscaling(upscaling: nn.Sequential) -> bool:
+    """Whether ``output_upscaling`` is SAM's: 2x2 transposed conv, LayerNorm2d, activation, 2x2 transposed
+    conv, activation (MobileSAM and other SAM-compatible decoders share it)."""
+    from segment_anything.modeling.common import LayerNorm2d
+
+    layers = list(upscaling)
+    return (len(layers) == 5 and _is_2x2_transposed_conv(layers[0]) and isinstance(layers[1], LayerNorm2d)
+            and _is_2x2_transposed_conv(layers[3]) and not isinstance(layers[2], (nn.Conv2d, nn.ConvTranspose2d))
+            and not isinstance(layers[4], (nn.Conv2d, nn.ConvTranspose2d)))
+
+
+def _upscaled_masks(upscaling: nn.Sequential, tokens: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``hyper @ output_upscaling(tokens as a (1, C, h, w) map)``: ``(1, k, 4h, 4w)`` masks.
+
+    A 2x2 stride-2 transposed convolution is a per-pixel matrix product whose output pixels are a
+    2x2 block. Both convolutions run as matrix products on token-major data, the LayerNorm2d as
+    ``F.layer_norm`` over the channel axis, and the 2x2 blocks are put in place only once, on the
+    ``k`` final masks rather than on 32-channel feature maps. Same arithmetic, fewer copies.
+    """
+    conv1, norm, act1, conv2, act2 = upscaling
+    c_in, c_mid = conv1.weight.shape[:2]
+    c_out = conv2.weight.shape[1]
+    # rows: image tokens (Y, X); columns: (i, j, channel) so that LayerNorm runs on the last axis
+    w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_mid)
+    y = torch.addmm(conv1.bias.repeat(4), tokens[0], w1).reshape(h * w * 4, c_mid)
+    y = act1(F.layer_norm(y, (c_mid,), norm.weight, norm.bias, norm.eps))
+    # rows: (Y, X, i, j); columns: (channel, k, l)
+    z = act2(torch.addmm(conv2.bias.repeat_interleave(4), y, conv2.weight.reshape(c_mid, c_out * 4)))
+    masks = torch.einsum("pcs,nc->nps", z.reshape(h * w * 4, c_out, 4), hyper[0])  # (k, (Y, X, i, j), (k, l))
+    masks = masks.reshape(-1, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(1, -1, 4 * h, 4 * w)
+    return masks
 
 
 @torch.inference_mode()
@@ -131,12 +153,14 @@ def decode_masks(model: nn.Module, image: ImageTokens, sparse: torch.Tensor,
     queries = transformer.norm_final_attn(queries + _attend(attn, q, k, v))
 
     h, w = image.shape
-    src = keys.transpose(1, 2).reshape(1, -1, h, w)
-    upscaled = _upscale(decoder.output_upscaling, src)
+    chosen = range(1, decoder.num_mask_tokens) if multimask else range(0, 1)
     mask_tokens = queries[:, 1:1 + decoder.num_mask_tokens, :]
-    hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
-    b, c, uh, uw = upscaled.shape
-    masks = (hyper @ upscaled.reshape(b, c, uh * uw)).reshape(b, -1, uh, uw)
+    hyper = torch.stack([decoder.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in chosen], 1)
+    if _standard_upscaling(decoder.output_upscaling):
+        masks = _upscaled_masks(decoder.output_upscaling, keys, hyper, h, w)
+    else:
+        upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(1, -1, h, w))
+        b, c, uh, uw = upscaled.shape
+        masks = (hyper @ upscaled.reshape(b, c, uh * uw)).reshape(b, -1, uh, uw)
     iou = decoder.iou_prediction_head(queries[:, 0, :])
-    chosen = slice(1, None) if multimask else slice(0, 1)
-    return masks[:, chosen], iou[:, chosen]
+    return masks, iou[:, chosen.start:chosen.stop]
