@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         action = int(env.action_space.sample())
         obs, reward, terminated, truncated, info = env.step(action)
         frames.append(env.render())
-        steps.append({"action": action, "reward": reward, **info})
+        steps.append({"action": action, "reward": reward, **{k: v for k, v in info.items() if k != "action_mask"}})
         print(f"step {info['num_prompts']:2d}: action {action:3d} reward {reward:+.0f} "
               f"label {info['label']} IoU {info['iou']:.3f}")
     env.close()

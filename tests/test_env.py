@@ -25,7 +25,8 @@ def test_same_seed_same_episode(make_env, task):
     a, b = rollout(first, 7, ACTIONS), rollout(second, 7, ACTIONS)
     for (oa, ra, ia), (ob, rb, ib) in zip(a, b):
         np.testing.assert_array_equal(oa, ob)
-        assert ra == rb and ia == ib
+        assert ra == rb and ia.keys() == ib.keys()
+        assert all(np.array_equal(ia[k], ib[k]) for k in ia)
     # and a different seed draws different initial points
     c = rollout(first, 8, ACTIONS[:1])
     assert not np.array_equal(c[0][0], a[0][0]) or c[0][2]["image_index"] != a[0][2]["image_index"]
@@ -108,10 +109,11 @@ def test_episode_length_and_end(make_env, max_prompts):
 def test_info_holds_small_values_only(make_env):
     env = make_env()
     _, info = env.reset(seed=0)
-    assert set(info) == {"iou", "num_prompts", "image_index"}
+    assert set(info) == {"iou", "num_prompts", "image_index", "action_mask"}
     _, _, _, _, info = env.step(5)
-    assert set(info) == {"iou", "is_foreground", "label", "num_prompts"}
-    assert all(isinstance(v, (bool, int, float)) for v in info.values())
+    assert set(info) == {"iou", "is_foreground", "label", "num_prompts", "action_mask"}
+    assert all(isinstance(v, (bool, int, float)) for k, v in info.items() if k != "action_mask")
+    assert info["action_mask"].shape == (100,) and info["action_mask"].dtype == bool
 
 
 def test_more_correct_prompts_improve_the_mask(make_env):

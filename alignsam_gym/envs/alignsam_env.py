@@ -17,11 +17,11 @@ from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.metrics import iou
 from alignsam_gym.rendering import render_frame
+from alignsam_gym.srm import make_srm
 
-LABEL_SOURCES = ("gt", "positive", "clip")
-#: a point is labelled foreground by ``label_source="clip"`` where the normalised CLIP map exceeds this
-CLIP_LABEL_THRESHOLD = 0.5
-INIT_PROMPTS = ("random_gt",)
+LABEL_SOURCES = ("srm", "gt", "positive", "last_mask", "clip")
+INIT_PROMPTS = ("random_gt", "srm")
+SRM_BRANCHES = ("implicit", "explicit")
 OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
@@ -54,9 +54,10 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Starting State
     ``reset`` draws an image of the split uniformly with ``self.np_random`` (or takes
-    ``options["image_index"]``), then one positive point uniformly among the ground-truth foreground
-    pixels and one negative point among the background pixels, both labelled by the ground truth,
-    decodes, and returns ``s_0``.
+    ``options["image_index"]``), then (``init_prompts="random_gt"``) one positive point uniformly
+    among the ground-truth foreground pixels and one negative point among the background pixels, or
+    (``"srm"``) the SRM's most and least confident cells, labelled positive and negative; decodes,
+    and returns ``s_0``.
 
     ## Episode End
     After ``max_prompts`` steps (default 15, the paper's T) the prompt budget is spent and the
@@ -77,9 +78,18 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       (default ``$ALIGNSAM_CACHE`` or ``~/.cache/alignsam-gym``); ``False`` keeps embeddings in
       memory only.
     - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
-    - ``label_source``: ``"gt"`` (oracle: the true label at the point), ``"positive"`` (every
-      prompt positive, the paper's "w/o SRM") or ``"clip"`` (the CLIP-Surgery map of the task's text
-      prompt at the point, thresholded at 0.5: the paper's RL+SCLIP ablation).
+    - ``label_source``: where each prompt's label comes from. ``"srm"`` (default, the paper's): the
+      env's SRM on the current state, thresholded at 0.5 (a standalone env owns an untrained SRM;
+      the SB3 plugin's callback trains it and pushes the weights with ``set_srm_weights``);
+      ``"gt"``: the true label at the point (oracle); ``"positive"``: every prompt positive (the
+      paper's "w/o SRM"); ``"last_mask"``: the previous mask at the point; ``"clip"``: the
+      CLIP-Surgery map of the task's text prompt at the point, thresholded at 0.5 (RL+SCLIP).
+    - ``init_prompts``: ``"random_gt"`` (training default, see Starting State) or ``"srm"`` (the
+      paper's evaluation protocol: the SRM's highest and lowest scoring embedding cells on the
+      unmasked embedding, their centres as the positive and negative initial points).
+    - ``srm_branch``: ``"implicit"`` or ``"explicit"``; default the task's paper branch, except that an
+      explicit task without CLIP maps (no ``clip_checkpoint``) runs the implicit branch. The branch
+      that runs is ``env.unwrapped.srm_branch``.
     - ``clip_checkpoint``: open_clip weights for the CLIP-Surgery maps (default
       ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``).
     - ``init_prompts``: ``"random_gt"`` (see Starting State).
@@ -88,13 +98,15 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       the image with the predicted mask (blue) and prompts (positive green stars, negative red),
       and the ground truth (amber) beside it.
 
-    ``info`` after ``reset``: ``iou``, ``num_prompts`` (0), ``image_index``; after each ``step``:
-    ``iou`` of the current mask against the ground truth at the mask's resolution,
+    ``info`` after ``reset``: ``iou``, ``num_prompts`` (0), ``image_index``, ``action_mask``; after each
+    ``step``: ``iou`` of the current mask against the ground truth at the mask's resolution,
     ``is_foreground`` (the ground truth at the point), ``label`` (the label given to the segmenter,
-    0 or 1) and ``num_prompts`` (the agent's prompts so far, 1..max_prompts).
+    0 or 1), ``num_prompts`` (the agent's prompts so far, 1..max_prompts) and ``action_mask``
+    (``(grid_size**2,) bool``, False on cells already prompted; also ``env.action_masks()``).
 
     ## Version History
-    - v0: initial release (paper dynamics, label sources ``gt``, ``positive`` and ``clip``).
+    - v0: initial release (paper dynamics; label sources ``srm``, ``gt``, ``positive``, ``last_mask``,
+      ``clip``; initial prompts ``random_gt`` and ``srm``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}
@@ -115,8 +127,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         grid_size: int = 10,
         image_size: int = 800,
         max_prompts: int = 15,
-        label_source: str = "gt",
+        label_source: str = "srm",
         init_prompts: str = "random_gt",
+        srm_branch: str | None = None,
         obs_size: int | None = None,
         obs_dtype: str = "float32",
         device: str = "auto",
@@ -130,11 +143,14 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"image_size ({image_size}) must be at least grid_size ({grid_size})")
         _check_choice("label_source", label_source, LABEL_SOURCES)
         _check_choice("init_prompts", init_prompts, INIT_PROMPTS)
+        if srm_branch is not None:
+            _check_choice("srm_branch", srm_branch, SRM_BRANCHES)
         _check_choice("obs_dtype", obs_dtype, tuple(OBS_DTYPES))
         if render_mode is not None:
             _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
 
-        self.task = get_task(task or DEFAULT_TASK).name
+        spec = get_task(task or DEFAULT_TASK)
+        self.task = spec.name
         self.dataset = make_dataset(self.task, split, num_images, data_root)
         backend_kwargs = dict(backend_kwargs or {})
         if sam_checkpoint is not None or sam_model_type is not None:
@@ -150,7 +166,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         if label_source == "clip" or clip_checkpoint is not None:
             from alignsam_gym.backends.clip_surgery import shared_clip_maps
 
-            self.clip_maps = shared_clip_maps(clip_checkpoint, get_task(self.task).text_prompt, clip_model, device)
+            self.clip_maps = shared_clip_maps(clip_checkpoint, spec.text_prompt, clip_model, device)
         self.grid_size, self.image_size, self.max_prompts = int(grid_size), int(image_size), int(max_prompts)
         self.label_source, self.init_prompts, self.render_mode = label_source, init_prompts, render_mode
 
@@ -164,6 +180,13 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self.observation_space = spaces.Box(-np.inf, np.inf, (channels, self.obs_size, self.obs_size),
                                             OBS_DTYPES[obs_dtype])
         self.action_space = spaces.Discrete(self.grid_size**2)
+
+        # The SRM: the paper's branch for the task, unless overridden; the explicit branch needs CLIP maps,
+        # so without them a task whose paper branch is explicit runs the implicit one (srm_branch says which).
+        if srm_branch == "explicit" and self.clip_maps is None:
+            raise ValueError("srm_branch='explicit' needs CLIP-Surgery maps: pass clip_checkpoint=PATH")
+        self.srm_branch = srm_branch or (spec.branch if self.clip_maps is not None else "implicit")
+        self.srm = make_srm(channels, self.srm_branch).eval()
 
         centres = (np.arange(self.grid_size) + 0.5) * self.image_size / self.grid_size
         cols, rows = np.meshgrid(centres, centres)
@@ -187,18 +210,28 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self._image, self._mask, digest = prepared_sample(self.dataset, self._image_index, self.image_size)
         self._embedding = self.cache.encode(self.backend, self._image, digest)
         self._clip_map = None
-        if self.label_source == "clip":
+        if self.clip_maps is not None:
             self._clip_map = self.cache.encode(self.clip_maps, self._image, digest).features[0]
         mh, mw = self._embedding.mask_shape
         self._mask_lowres = cv2.resize(self._mask.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
+        _, h, w = self._embedding.features.shape
+        #: ``(h, w) float32`` SRM target: the foreground fraction of each embedding cell
+        self._srm_target = cv2.resize(self._mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
-        positive = self._random_pixel(self._mask)
-        negative = self._random_pixel(~self._mask)
-        self._points = [positive, negative]
+        if self.init_prompts == "random_gt":
+            self._points = [self._random_pixel(self._mask), self._random_pixel(~self._mask)]
+        else:  # the SRM's most and least confident positions on the unmasked embedding
+            prob = self._srm_probability(self._embedding.features)
+            self._points = [self._cell_centre(int(prob.argmax()), prob.shape),
+                            self._cell_centre(int(prob.argmin()), prob.shape)]
         self._labels = [1, 0]
+        self._prompted = np.zeros(self.action_space.n, dtype=bool)
         self._steps_left = self.max_prompts
         self._decode()
-        return self._observation(), {"iou": self._iou, "num_prompts": 0, "image_index": self._image_index}
+        self._state = self._masked_state()
+        info = {"iou": self._iou, "num_prompts": 0, "image_index": self._image_index,
+                "action_mask": self.action_masks()}
+        return self._observation(), info
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._embedding is None:
@@ -212,10 +245,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         label = self._label(point, is_foreground)
         self._points.append(point)
         self._labels.append(label)
+        self._prompted[int(action)] = True
         self._steps_left -= 1
         self._decode()
+        self._state = self._masked_state()
         info = {"iou": self._iou, "is_foreground": is_foreground, "label": label,
-                "num_prompts": self.max_prompts - self._steps_left}
+                "num_prompts": self.max_prompts - self._steps_left, "action_mask": self.action_masks()}
         reward = 1.0 if is_foreground else -1.0
         return self._observation(), reward, self._steps_left == 0, False, info
 
@@ -232,15 +267,67 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     # -- internals -----------------------------------------------------------------------------
     def _label(self, point: np.ndarray, is_foreground: bool) -> int:
-        """The label the segmenter gets for a prompt at ``point`` (pixels), from ``label_source``."""
+        """The label the segmenter gets for a prompt at ``point`` (pixels), from ``label_source``.
+
+        Decided before the new prompt is decoded: ``srm`` reads the SRM's output on the current
+        state ``s_t``, ``last_mask`` the current mask.
+        """
         if self.label_source == "gt":
             return int(is_foreground)
         if self.label_source == "positive":
             return 1
-        g_h, g_w = self._clip_map.shape
-        row = min(int(point[1] * g_h / self.image_size), g_h - 1)
-        col = min(int(point[0] * g_w / self.image_size), g_w - 1)
-        return int(self._clip_map[row, col] > CLIP_LABEL_THRESHOLD)
+        if self.label_source == "srm":
+            prob = self._srm_probability(self._state)
+        elif self.label_source == "last_mask":
+            prob = self._prob
+        else:
+            prob = self._clip_map
+        return int(prob[self._cell_of(point, prob.shape)] > 0.5)
+
+    def _cell_of(self, point: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
+        """The cell of an ``(h, w)`` grid over the image that holds ``point`` (pixels)."""
+        return (min(int(point[1] * shape[0] / self.image_size), shape[0] - 1),
+                min(int(point[0] * shape[1] / self.image_size), shape[1] - 1))
+
+    def _cell_centre(self, flat_index: int, shape: tuple[int, int]) -> np.ndarray:
+        row, col = divmod(flat_index, shape[1])
+        return np.array([(col + 0.5) * self.image_size / shape[1], (row + 0.5) * self.image_size / shape[0]])
+
+    def _clip_state(self, features: np.ndarray) -> np.ndarray | None:
+        """``s_c = E(x) * M_c`` on the embedding grid, or None without CLIP maps."""
+        if self._clip_map is None:
+            return None
+        _, h, w = features.shape
+        return features * cv2.resize(self._clip_map, (w, h), interpolation=cv2.INTER_LINEAR)[None]
+
+    @torch.inference_mode()
+    def _srm_probability(self, state: np.ndarray) -> np.ndarray:
+        """``(h, w)`` SRM foreground probability for a ``(C, h, w)`` state."""
+        clip_state = self._clip_state(self._embedding.features) if self.srm_branch == "explicit" else None
+        logits = self.srm(torch.from_numpy(np.ascontiguousarray(state))[None],
+                          None if clip_state is None else torch.from_numpy(clip_state)[None])
+        return torch.sigmoid(logits)[0, 0].numpy()
+
+    # -- SRM training support (used by the SB3 plugin's callback) ------------------------------
+    def srm_sample(self) -> dict[str, np.ndarray]:
+        """The current SRM training example: ``state`` ``(C, h, w)``, ``target`` ``(h, w)`` foreground
+        fractions, and ``clip_state`` ``(C, h, w)`` for the explicit branch."""
+        if self._embedding is None:
+            raise RuntimeError("call reset() before srm_sample()")
+        sample = {"state": self._state, "target": self._srm_target}
+        if self.srm_branch == "explicit":
+            sample["clip_state"] = self._clip_state(self._embedding.features)
+        return sample
+
+    def set_srm_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load new SRM weights (the callback pushes them to every env, in any process)."""
+        self.srm.load_state_dict(state_dict)
+        self.srm.eval()
+
+    def action_masks(self) -> np.ndarray:
+        """``(grid_size**2,) bool``: True for cells the agent has not prompted yet this episode
+        (for MaskablePPO; prompting a cell again is allowed by the env itself)."""
+        return ~self._prompted
 
     def _random_pixel(self, region: np.ndarray) -> np.ndarray:
         flat = np.flatnonzero(region)
@@ -253,11 +340,15 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self._prob = expit(logits).astype(np.float32)
         self._iou = iou(logits > 0, self._mask_lowres)
 
-    def _observation(self) -> np.ndarray:
+    def _masked_state(self) -> np.ndarray:
+        """``s_t = E(x) * M_t``: ``(C, h, w) float32``, the mask probability area-resized to the grid."""
         features = self._embedding.features
         _, h, w = features.shape
-        weight = cv2.resize(self._prob, (w, h), interpolation=cv2.INTER_AREA)
-        state = features * weight[None]
+        return features * cv2.resize(self._prob, (w, h), interpolation=cv2.INTER_AREA)[None]
+
+    def _observation(self) -> np.ndarray:
+        state = self._state
+        _, h, w = state.shape
         if h != self.obs_size or w != self.obs_size:
             state = F.interpolate(torch.from_numpy(state)[None], size=(self.obs_size, self.obs_size),
                                   mode="area")[0].numpy()
