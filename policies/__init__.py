@@ -1,4 +1,4 @@
-"""The Stable-Baselines3 plugin for ``AlignSAM-v0``.
+"""The Stable-Baselines3 plugin for ``AlignSAM-v0``: features extractor, policy, presets, SRM callback.
 
 ``alignsam_gym`` never imports this package; this package imports ``alignsam_gym``'s spaces only
 through the env. Pass the features extractor to any SB3 algorithm::
@@ -8,6 +8,9 @@ through the env. Pass the features extractor to any SB3 algorithm::
     model = PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": MaskedEmbeddingExtractor})
 """
 
+from policies.callback import SRMCallback
 from policies.features import MaskedEmbeddingExtractor
+from policies.policy import AlignSAMPolicy
+from policies.presets import PRESETS, make_model
 
-__all__ = ["MaskedEmbeddingExtractor"]
+__all__ = ["AlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS", "SRMCallback", "make_model"]

@@ -304,8 +304,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     def _srm_probability(self, state: np.ndarray) -> np.ndarray:
         """``(h, w)`` SRM foreground probability for a ``(C, h, w)`` state."""
         clip_state = self._clip_state(self._embedding.features) if self.srm_branch == "explicit" else None
-        logits = self.srm(torch.from_numpy(np.ascontiguousarray(state))[None],
-                          None if clip_state is None else torch.from_numpy(clip_state)[None])
+        state_t = torch.from_numpy(state) if state.flags.writeable else torch.tensor(state)  # cache: read-only
+        logits = self.srm(state_t[None], None if clip_state is None else torch.from_numpy(clip_state)[None])
         return torch.sigmoid(logits)[0, 0].numpy()
 
     # -- SRM training support (used by the SB3 plugin's callback) ------------------------------

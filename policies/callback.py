@@ -1,0 +1,114 @@
+"""``SRMCallback``: trains the env's Semantic Recalibration Module alongside the agent.
+
+The SRM labels every prompt inside the env (``label_source="srm"``), so it is part of the env's
+dynamics; SB3 callbacks run after ``env.step``, so the callback cannot label anything itself.
+Instead, after every step it collects the current state and ground-truth target from each env
+(``env_method("srm_sample")``, which works across ``SubprocVecEnv`` processes), makes
+``updates_per_step`` Adam updates (Q in the paper: 1 for the implicit branch, 5 for the explicit one)
+with Dice + BCE, and pushes the new weights to every env (``env_method("set_srm_weights")``) every
+``push_every`` steps. It logs ``srm/loss`` and ``srm/iou`` and saves and restores its state
+(weights, optimiser, counters) so a resumed run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+
+from alignsam_gym.devices import resolve_device
+from alignsam_gym.srm import srm_loss
+
+
+class SRMCallback(BaseCallback):
+    """Train the SRM of the training envs.
+
+    :param learning_rate: Adam learning rate (paper: 1e-4).
+    :param updates_per_step: gradient updates per env step (None: 1 implicit, 5 explicit, the paper's Q).
+    :param push_every: push weights to the envs every this many steps.
+    :param device: where the SRM trains (``"auto"``: CUDA when present).
+    :param verbose: SB3 verbosity.
+    """
+
+    def __init__(self, learning_rate: float = 1e-4, updates_per_step: int | None = None, push_every: int = 1,
+                 device: str = "auto", verbose: int = 0) -> None:
+        super().__init__(verbose)
+        if push_every < 1:
+            raise ValueError(f"push_every must be at least 1, got {push_every}")
+        self.learning_rate, self.push_every = learning_rate, int(push_every)
+        self._updates = updates_per_step
+        self.device = resolve_device(device)
+        self.srm: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.srm_steps = 0
+        self._pending_state: dict | None = None
+
+    @property
+    def updates_per_step(self) -> int:
+        return self._updates if self._updates is not None else (5 if self.srm.branch == "explicit" else 1)
+
+    def _on_training_start(self) -> None:
+        if self.srm is None:
+            srm = self.training_env.get_attr("srm", indices=[0])[0]
+            self.srm = copy.deepcopy(srm).to(self.device).train()
+            self.optimizer = torch.optim.Adam(self.srm.parameters(), lr=self.learning_rate)
+            if self._pending_state is not None:
+                self._restore(self._pending_state)
+        self._push()
+
+    def _on_step(self) -> bool:
+        samples = self.training_env.env_method("srm_sample")
+        state = torch.as_tensor(np.stack([s["state"] for s in samples]), device=self.device)
+        target = torch.as_tensor(np.stack([s["target"] for s in samples]), device=self.device)[:, None]
+        clip = (torch.as_tensor(np.stack([s["clip_state"] for s in samples]), device=self.device)
+                if self.srm.branch == "explicit" else None)
+        for _ in range(self.updates_per_step):
+            logits = self.srm(state, clip)
+            loss = srm_loss(logits, target)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        self.srm_steps += 1
+        with torch.no_grad():
+            pred, truth = logits > 0, target > 0.5
+            union = (pred | truth).sum().item()
+            self.logger.record("srm/loss", float(loss.item()))
+            self.logger.record("srm/iou", float((pred & truth).sum().item() / union) if union else 1.0)
+        if self.srm_steps % self.push_every == 0:
+            self._push()
+        return True
+
+    def _push(self) -> None:
+        weights = {k: v.detach().cpu().clone() for k, v in self.srm.state_dict().items()}
+        self.training_env.env_method("set_srm_weights", weights)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the SRM weights, optimiser state and step counter (a torch file of tensors and numbers)."""
+        if self.srm is None:
+            raise RuntimeError("SRMCallback.save() before training started: there is no SRM yet")
+        path = Path(path)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({"srm": self.srm.state_dict(), "optimizer": self.optimizer.state_dict(),
+                    "srm_steps": self.srm_steps, "branch": self.srm.branch}, tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a saved state; applied at the start of the next ``learn`` (or now, if training started)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if self.srm is None:
+            self._pending_state = state
+        else:
+            self._restore(state)
+            self._push()
+
+    def _restore(self, state: dict) -> None:
+        if state.get("branch") != self.srm.branch:
+            raise ValueError(f"saved SRM is the {state.get('branch')!r} branch, the env runs {self.srm.branch!r}")
+        self.srm.load_state_dict(state["srm"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.srm_steps = int(state["srm_steps"])
+        self._pending_state = None

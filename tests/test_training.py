@@ -1,0 +1,99 @@
+"""The SB3 plugin end to end: every preset trains, the SRM callback trains and syncs the SRM, resume."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+import torch
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+from policies import PRESETS, SRMCallback, make_model
+
+ENV_KWARGS = {"num_images": 1, "obs_size": 10, "max_prompts": 4, "task": "synthetic-shapes"}
+SHORT = {
+    "ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+    "a2c": {"n_steps": 8},
+    "dqn": {"learning_starts": 8, "buffer_size": 64, "batch_size": 8},
+    "maskable_ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+    "recurrent_ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+}
+SMALL_EXTRACTOR = {"features_extractor_kwargs": {"channels": 16, "features_dim": 32}}
+
+
+def weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().cpu().clone() for p in module.state_dict().values()]
+
+
+@pytest.mark.parametrize("algorithm", sorted(PRESETS))
+def test_every_preset_trains_with_the_srm_callback(algorithm):
+    env = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=DummyVecEnv)
+    model = make_model(algorithm, env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, **SHORT[algorithm])
+    before = weights(model.policy)
+    srm_before = weights(env.envs[0].unwrapped.srm)
+    callback = SRMCallback(device="cpu")
+    model.learn(total_timesteps=32, callback=callback)
+    assert any(not torch.equal(a, b) for a, b in zip(before, weights(model.policy)))
+    assert callback.srm_steps == 16
+    trained = weights(callback.srm)
+    assert any(not torch.equal(a, b) for a, b in zip(srm_before, trained))
+    for e in env.envs:  # every env labels with the trained weights
+        assert all(torch.equal(a, b) for a, b in zip(trained, weights(e.unwrapped.srm)))
+
+
+def test_maskable_ppo_never_repeats_a_cell():
+    from sb3_contrib.common.maskable.utils import get_action_masks
+
+    env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs={**ENV_KWARGS, "max_prompts": 15})
+    model = make_model("maskable_ppo", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR,
+                       **SHORT["maskable_ppo"])
+    obs = env.reset()
+    chosen = []
+    for _ in range(15):
+        action, _ = model.predict(obs, action_masks=get_action_masks(env), deterministic=True)
+        chosen.append(int(action[0]))
+        obs, _, done, _ = env.step(action)
+    assert len(set(chosen)) == 15 and done[0]
+
+
+def test_new_weights_reach_subprocess_workers():
+    # worker processes import nothing: the namespaced id imports alignsam_gym in each of them
+    env = make_vec_env("alignsam_gym:AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=SubprocVecEnv)
+    try:
+        model = make_model("a2c", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, n_steps=4)
+        callback = SRMCallback(device="cpu")
+        initial = weights(env.get_attr("srm", indices=[1])[0])
+        model.learn(total_timesteps=16, callback=callback)
+        in_worker = weights(env.get_attr("srm", indices=[1])[0])
+        assert all(torch.equal(a, b) for a, b in zip(weights(callback.srm), in_worker))
+        assert any(not torch.equal(a, b) for a, b in zip(initial, in_worker))
+    finally:
+        env.close()
+
+
+def test_save_load_resume(tmp_path):
+    env = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS)
+    model = make_model("ppo", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, **SHORT["ppo"])
+    callback = SRMCallback(device="cpu")
+    model.learn(total_timesteps=32, callback=callback)
+    model.save(tmp_path / "model.zip")
+    callback.save(tmp_path / "srm.pt")
+    saved = weights(callback.srm)
+
+    fresh_env = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS)
+    resumed = type(model).load(tmp_path / "model.zip", env=fresh_env, device="cpu")
+    restored = SRMCallback(device="cpu")
+    restored.load(tmp_path / "srm.pt")
+    resumed.learn(total_timesteps=32, callback=restored, reset_num_timesteps=False)
+    assert resumed.num_timesteps == 64 and restored.srm_steps == 32  # counters continue
+    assert restored.optimizer.state_dict()["state"]  # the Adam moments came back
+    # A restored callback pushes the saved weights to the envs before the first step.
+    check_env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs=ENV_KWARGS)
+    fresh = SRMCallback(device="cpu")
+    fresh.load(tmp_path / "srm.pt")
+    fresh.init_callback(type(model).load(tmp_path / "model.zip", env=check_env, device="cpu"))
+    fresh.on_training_start({}, {})
+    assert all(torch.equal(a, b) for a, b in zip(saved, weights(check_env.envs[0].unwrapped.srm)))
+    assert fresh.srm_steps == 16
+    with pytest.raises(RuntimeError, match="before training started"):
+        SRMCallback().save(tmp_path / "x.pt")
