@@ -17,7 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -180,7 +180,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0 if report["registry"] or report["sam_model_type"] else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extend: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The parser of the env-side commands; ``extend(subparsers)`` adds more (the SB3 plugin's)."""
     parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -238,17 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     wts.add_argument("--dir", default=None, help="download folder (default: $ALIGNSAM_WEIGHTS or ~/.cache/...)")
     wts.add_argument("--json", default=None, help="verify: write the report as JSON")
     wts.set_defaults(func=cmd_weights)
+    if extend is not None:
+        extend(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None,
+         extend: Callable[[argparse._SubParsersAction], None] | None = None) -> int:
+    parser = build_parser(extend)
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("download", "verify") and not args.target:
         parser.error(f"weights {args.action} needs a {'registry name' if args.action == 'download' else 'file path'}")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as err:
         print(f"alignsam: error: {err}", file=sys.stderr)
         return 2
 

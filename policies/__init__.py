@@ -9,8 +9,8 @@ through the env. Pass the features extractor to any SB3 algorithm::
 """
 
 from policies.callback import SRMCallback
-from policies.features import MaskedEmbeddingExtractor
+from policies.features import MaskedEmbeddingExtractor, SpatialEmbeddingExtractor
 from policies.policy import AlignSAMPolicy
 from policies.presets import PRESETS, make_model
 
-__all__ = ["AlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS", "SRMCallback", "make_model"]
+__all__ = ["AlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS", "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]

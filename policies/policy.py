@@ -1,23 +1,53 @@
-"""``AlignSAMPolicy``: SB3's actor-critic policy with the AlignSAM features extractor as default."""
+"""``AlignSAMPolicy``: an actor-critic policy that scores every grid cell with the same weights."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
+from torch import nn
 
-from policies.features import MaskedEmbeddingExtractor
+from policies.features import SpatialEmbeddingExtractor
+
+
+class CellScores(nn.Module):
+    """Action logits from per-cell features: a 1x1 convolution over the ``(c, g, g)`` feature map."""
+
+    def __init__(self, cell_channels: int, grid: int) -> None:
+        super().__init__()
+        self.cell_channels, self.grid = cell_channels, grid
+        self.score = nn.Conv2d(cell_channels, 1, 1)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        cells = latent.reshape(-1, self.cell_channels, self.grid, self.grid)
+        return self.score(cells).flatten(1)
 
 
 class AlignSAMPolicy(ActorCriticPolicy):
-    """Actor-critic policy for ``AlignSAM-v0`` (PPO, A2C): :class:`MaskedEmbeddingExtractor` shared by
-    actor and critic, two 128-unit layers each, and no orthogonal re-initialisation (SB3's
-    ``ortho_init`` would overwrite the extractor's initialisation). Every argument of
-    ``ActorCriticPolicy`` can still be overridden through ``policy_kwargs``.
+    """Actor-critic policy for ``AlignSAM-v0`` (PPO, A2C).
+
+    The action is a position, so the actor scores each cell of the action grid from that cell's
+    features with shared weights (a 1x1 convolution over :class:`SpatialEmbeddingExtractor`'s map):
+    what makes a cell foreground is learned once, not 100 times. The critic is an MLP on the same
+    features. No orthogonal re-initialisation (SB3's ``ortho_init`` would overwrite the extractor's).
+    Other ``ActorCriticPolicy`` arguments can still be passed through ``policy_kwargs``.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("features_extractor_class", MaskedEmbeddingExtractor)
-        kwargs.setdefault("net_arch", {"pi": [128], "vf": [128]})
+    def __init__(self, observation_space, action_space, lr_schedule, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("features_extractor_class", SpatialEmbeddingExtractor)
+        extractor_kwargs = kwargs.setdefault("features_extractor_kwargs", {})
+        grid = int(round(action_space.n ** 0.5))
+        if grid * grid != action_space.n:
+            raise ValueError(f"AlignSAMPolicy needs a square action grid, got Discrete({action_space.n})")
+        extractor_kwargs.setdefault("grid", grid)
+        kwargs.setdefault("net_arch", {"pi": [], "vf": [128]})
         kwargs.setdefault("ortho_init", False)
-        super().__init__(*args, **kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def _build(self, lr_schedule) -> None:
+        super()._build(lr_schedule)
+        extractor = self.pi_features_extractor
+        if isinstance(extractor, SpatialEmbeddingExtractor) and self.mlp_extractor.latent_dim_pi == extractor.features_dim:
+            self.action_net = CellScores(extractor.cell_channels, extractor.grid)
+            self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)

@@ -50,3 +50,21 @@ def test_env_side_never_imports_sb3():
             "gym.make('AlignSAM-v0', num_images=1); print('stable_baselines3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_alignsam_policy_scores_cells_with_shared_weights(make_env):
+    from policies import AlignSAMPolicy, make_model
+    from policies.policy import CellScores
+
+    env = make_env(num_images=1, obs_size=10)
+    model = make_model("ppo", env, device="cpu", seed=0)
+    assert isinstance(model.policy, AlignSAMPolicy) and isinstance(model.policy.action_net, CellScores)
+    assert model.policy.action_net in [m for m in model.policy.modules()]
+    optimised = {id(p) for group in model.policy.optimizer.param_groups for p in group["params"]}
+    assert all(id(p) in optimised for p in model.policy.action_net.parameters())
+    # Translating the cell features translates the scores: cell (r, c)'s logit depends on cell (r, c) only.
+    head = model.policy.action_net
+    latent = torch.randn(1, head.cell_channels, 10, 10)
+    shifted = torch.roll(latent, shifts=(2, 3), dims=(2, 3))
+    torch.testing.assert_close(torch.roll(head(latent.flatten(1)).reshape(1, 10, 10), (2, 3), (1, 2)),
+                               head(shifted.flatten(1)).reshape(1, 10, 10))

@@ -18,7 +18,7 @@ SHORT = {
     "maskable_ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
     "recurrent_ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
 }
-SMALL_EXTRACTOR = {"features_extractor_kwargs": {"channels": 16, "features_dim": 32}}
+SMALL = {"channels": 16}  # a small extractor (AlignSAMPolicy's spatial one or the vector one)
 
 
 def weights(module: torch.nn.Module) -> list[torch.Tensor]:
@@ -28,7 +28,7 @@ def weights(module: torch.nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("algorithm", sorted(PRESETS))
 def test_every_preset_trains_with_the_srm_callback(algorithm):
     env = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=DummyVecEnv)
-    model = make_model(algorithm, env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, **SHORT[algorithm])
+    model = make_model(algorithm, env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL}, **SHORT[algorithm])
     before = weights(model.policy)
     srm_before = weights(env.envs[0].unwrapped.srm)
     callback = SRMCallback(device="cpu")
@@ -45,7 +45,7 @@ def test_maskable_ppo_never_repeats_a_cell():
     from sb3_contrib.common.maskable.utils import get_action_masks
 
     env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs={**ENV_KWARGS, "max_prompts": 15})
-    model = make_model("maskable_ppo", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR,
+    model = make_model("maskable_ppo", env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL},
                        **SHORT["maskable_ppo"])
     obs = env.reset()
     chosen = []
@@ -60,7 +60,7 @@ def test_new_weights_reach_subprocess_workers():
     # worker processes import nothing: the namespaced id imports alignsam_gym in each of them
     env = make_vec_env("alignsam_gym:AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS, vec_env_cls=SubprocVecEnv)
     try:
-        model = make_model("a2c", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, n_steps=4)
+        model = make_model("a2c", env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL}, n_steps=4)
         callback = SRMCallback(device="cpu")
         initial = weights(env.get_attr("srm", indices=[1])[0])
         model.learn(total_timesteps=16, callback=callback)
@@ -73,7 +73,7 @@ def test_new_weights_reach_subprocess_workers():
 
 def test_save_load_resume(tmp_path):
     env = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs=ENV_KWARGS)
-    model = make_model("ppo", env, device="cpu", seed=0, policy_kwargs=SMALL_EXTRACTOR, **SHORT["ppo"])
+    model = make_model("ppo", env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL}, **SHORT["ppo"])
     callback = SRMCallback(device="cpu")
     model.learn(total_timesteps=32, callback=callback)
     model.save(tmp_path / "model.zip")

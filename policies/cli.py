@@ -1,0 +1,108 @@
+"""The ``alignsam`` console script: the env-side commands of :mod:`alignsam_gym.cli` plus training.
+
+- ``alignsam train --config FILE --out DIR [--resume]``: train a run from a YAML config.
+- ``alignsam evaluate RUN_OR_POLICY --task T --episodes N --json OUT``: deterministic evaluation;
+  ``random`` is a built-in policy.
+- ``alignsam quickstart --out DIR``: PPO + SRM on every embedded task against random + the same SRM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from alignsam_gym import cli as env_cli
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from policies.training import load_config, train
+
+    config = load_config(args.config)
+    if args.timesteps is not None:
+        config["total_timesteps"] = args.timesteps
+    out = train(config, args.out, progress_bar=not args.no_progress, resume=args.resume)
+    print(f"wrote {out}/model.zip, {out}/srm.pt, {out}/config.yaml; TensorBoard logs in {out}/tb")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from policies.training import evaluate, load_srm_weights
+
+    env_kwargs = {"task": args.task, "split": args.split, "num_images": args.num_images,
+                  "init_prompts": args.init_prompts, "label_source": args.label_source}
+    if args.data_root:
+        env_kwargs["data_root"] = args.data_root
+    if args.obs_size:
+        env_kwargs["obs_size"] = args.obs_size
+    srm = load_srm_weights(args.srm) if args.srm else None
+    result = evaluate(args.policy, env_kwargs, episodes=args.episodes, seed=args.seed, srm_weights=srm)
+    result.update({"policy": args.policy, **env_kwargs, "seed": args.seed,
+                   "command": "alignsam " + " ".join(sys.argv[1:])})
+    print(f"{'policy':24s} {'task':20s} {'episodes':>8s} {'fg rate':>8s} {'mIoU':>7s} {'return':>7s}")
+    print(f"{args.policy[-24:]:24s} {args.task:20s} {result['episodes']:8d} {result['foreground_rate']:8.3f} "
+          f"{result['miou']:7.3f} {result['return']:7.2f}")
+    if args.json:
+        env_cli._write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from policies.quickstart import QUICKSTART, run_quickstart
+
+    report = run_quickstart(args.out, tasks=tuple(args.tasks), seeds=tuple(args.seeds),
+                            timesteps=args.timesteps or QUICKSTART["timesteps"],
+                            episodes=args.episodes or QUICKSTART["episodes"],
+                            num_images=args.num_images or QUICKSTART["num_images"],
+                            test_images=args.test_images or QUICKSTART["test_images"])
+    print()
+    print(open(f"{args.out}/report.md").read())
+    print(f"wrote {args.out}/report.json and {args.out}/report.md in {report['wall_s']:.0f} s")
+    return 0
+
+
+def add_training_commands(sub: argparse._SubParsersAction) -> None:
+    from alignsam_gym.data.tasks import SYNTHETIC_TASKS
+
+    train = sub.add_parser("train", help="train an agent (+ SRM) from a YAML config")
+    train.add_argument("--config", required=True, help="YAML: algorithm, seed, total_timesteps, n_envs, env, "
+                                                       "hyperparameters, srm (see experiments/configs)")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="deterministic evaluation of a run folder, model.zip or 'random'")
+    ev.add_argument("policy", help="a run folder, a model.zip, or 'random'")
+    ev.add_argument("--task", default="synthetic-saliency")
+    ev.add_argument("--data-root", default=None)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--num-images", type=int, default=50)
+    ev.add_argument("--episodes", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--obs-size", type=int, default=None, help="as in training (quickstart: 10)")
+    ev.add_argument("--init-prompts", default="srm", choices=["srm", "random_gt"])
+    ev.add_argument("--label-source", default="srm")
+    ev.add_argument("--srm", default=None, help="SRM weights (srm.pt) for the env; a run's own by default")
+    ev.add_argument("--json", default=None)
+    ev.set_defaults(func=cmd_evaluate)
+
+    qs = sub.add_parser("quickstart", help="PPO + SRM vs random + SRM on every embedded task (the main job)")
+    qs.add_argument("--out", default="runs/quickstart")
+    qs.add_argument("--tasks", nargs="+", default=list(SYNTHETIC_TASKS))
+    qs.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    qs.add_argument("--timesteps", type=int, default=None)
+    qs.add_argument("--episodes", type=int, default=None)
+    qs.add_argument("--num-images", type=int, default=None, help="training images per task")
+    qs.add_argument("--test-images", type=int, default=None, help="test images per task")
+    qs.set_defaults(func=cmd_quickstart)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return env_cli.main(argv, extend=add_training_commands)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
