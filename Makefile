@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-OUT ?= runs/demo
+OUT ?= runs/quickstart
 
-.PHONY: install run test test-slow bench-decoder clean
+.PHONY: install run demo test test-slow bench-decoder bench-episode clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/alignsam demo --out $(OUT)
+	$(VENV)/bin/alignsam quickstart --out $(OUT)
+
+demo: $(STAMP)
+	$(VENV)/bin/alignsam demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -27,6 +30,9 @@ test-slow: $(STAMP)
 
 bench-decoder: $(STAMP)
 	$(VENV)/bin/alignsam bench decoder --data-root ../shared/data/ccp --json experiments/results/decoder_ccp_person.json
+
+bench-episode: $(STAMP)
+	$(VENV)/bin/alignsam bench episode --episodes 5 --json experiments/results/sam_episode_vit_b_cpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info
