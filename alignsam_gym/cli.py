@@ -126,7 +126,7 @@ def cmd_bench_episode(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
-    from alignsam_gym.backends import image_digest, shared_backend, shared_cache
+    from alignsam_gym.backends import shared_backend, shared_cache
     from alignsam_gym.data.prepare import prepared_sample
     from alignsam_gym.data.tasks import make_dataset
 
@@ -148,8 +148,8 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
         chunk = [prepared_sample(dataset, i, args.image_size) for i in todo[k:k + batch_size]]
         images = [image for image, _, _ in chunk]
         embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(images[0])]
-        for (image, _, digest), embedding in zip(chunk, embeddings):
-            cache.put(backend, digest or image_digest(image), embedding)
+        for (_, _, digest), embedding in zip(chunk, embeddings):
+            cache.put(backend, digest, embedding)
         done = min(k + batch_size, len(todo))
         elapsed = time.perf_counter() - start
         print(f"\r  [{done}/{len(todo)}] {elapsed:.1f} s, {elapsed / done:.2f} s/image", end="", flush=True)

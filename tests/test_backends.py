@@ -194,3 +194,15 @@ def test_decoder_quality_on_ccp_person(ccp_root):
                                    speed_images=1, progress=False)
     curve = result["backend_result"]["miou_per_click"]
     assert curve[4] >= 0.80 and curve[9] >= 0.85, curve
+
+
+@pytest.mark.slow
+def test_decoder_quality_bar_on_100_ccp_images(ccp_root):
+    """The foundation issue's bar (mIoU >= 0.80 after 5 oracle clicks, >= 0.85 after 10) on 100 images."""
+    from alignsam_gym.bench.decoder import run_decoder_benchmark
+    from alignsam_gym.data.ccp import CCPDataset
+
+    result = run_decoder_benchmark(LiteBackend(device="cpu"), CCPDataset(ccp_root), limit=100, baseline=False,
+                                   speed_images=1, progress=False)
+    curve = result["backend_result"]["miou_per_click"]
+    assert curve[4] >= 0.80 and curve[9] >= 0.85, curve
