@@ -215,6 +215,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         mh, mw = self._embedding.mask_shape
         self._mask_lowres = cv2.resize(self._mask.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
         _, h, w = self._embedding.features.shape
+        self._clip_state = self._clip_masked(self._embedding.features)  # s_c is fixed for the episode
         #: ``(h, w) float32`` SRM target: the foreground fraction of each embedding cell
         self._srm_target = cv2.resize(self._mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
@@ -293,7 +294,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         row, col = divmod(flat_index, shape[1])
         return np.array([(col + 0.5) * self.image_size / shape[1], (row + 0.5) * self.image_size / shape[0]])
 
-    def _clip_state(self, features: np.ndarray) -> np.ndarray | None:
+    def _clip_masked(self, features: np.ndarray) -> np.ndarray | None:
         """``s_c = E(x) * M_c`` on the embedding grid, or None without CLIP maps."""
         if self._clip_map is None:
             return None
@@ -303,7 +304,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     @torch.inference_mode()
     def _srm_probability(self, state: np.ndarray) -> np.ndarray:
         """``(h, w)`` SRM foreground probability for a ``(C, h, w)`` state."""
-        clip_state = self._clip_state(self._embedding.features) if self.srm_branch == "explicit" else None
+        clip_state = self._clip_state if self.srm_branch == "explicit" else None
         state_t = torch.from_numpy(state) if state.flags.writeable else torch.tensor(state)  # cache: read-only
         logits = self.srm(state_t[None], None if clip_state is None else torch.from_numpy(clip_state)[None])
         return torch.sigmoid(logits)[0, 0].numpy()
@@ -316,7 +317,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             raise RuntimeError("call reset() before srm_sample()")
         sample = {"state": self._state, "target": self._srm_target}
         if self.srm_branch == "explicit":
-            sample["clip_state"] = self._clip_state(self._embedding.features)
+            sample["clip_state"] = self._clip_state
         return sample
 
     def set_srm_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
