@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,13 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-
-def _write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+from alignsam_gym.bench import write_json
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -71,9 +64,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     rewards = [s["reward"] for s in steps]
     summary = {"task": env.unwrapped.task, "seed": args.seed, "policy": "random", "image_index": image_index,
                "return": float(np.sum(rewards)),
-        "foreground_rate": float(np.mean([s["is_foreground"] for s in steps])),
-        "final_iou": steps[-1]["iou"], "steps": steps, "wall_s": round(time.perf_counter() - start, 2)}
-    _write_json(out / "episode.json", summary)
+               "foreground_rate": float(np.mean([s["is_foreground"] for s in steps])),
+               "final_iou": steps[-1]["iou"], "steps": steps, "wall_s": round(time.perf_counter() - start, 2)}
+    write_json(out / "episode.json", summary)
     print(f"{summary['task']}: return {summary['return']:+.0f}, foreground rate {summary['foreground_rate']:.2f}, "
           f"final IoU {summary['final_iou']:.3f}; wrote {out / 'episode.gif'}, {out / 'episode_strip.png'}, "
           f"{out / 'episode.json'}")
@@ -101,7 +94,7 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
     print(f"decode at {speed['image_size']}x{speed['image_size']}, 1 thread: median {speed['ms_median']} ms, "
           f"p95 {speed['ms_p95']} ms over {speed['decodes']} decodes")
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 
@@ -120,21 +113,17 @@ def cmd_bench_episode(args: argparse.Namespace) -> int:
           f"({result['env_step_ms_median']:.1f} ms / step)")
     print(f"  speed-up: {result['speedup_median']:.1f}x")
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
-    from alignsam_gym.backends import shared_backend, shared_cache
+    from alignsam_gym.backends import backend_arguments, shared_backend, shared_cache
     from alignsam_gym.data.prepare import prepared_sample
     from alignsam_gym.data.tasks import make_dataset
 
-    kwargs = {}
-    if args.sam_checkpoint:
-        kwargs["checkpoint"] = args.sam_checkpoint
-    if args.sam_model_type:
-        kwargs["model_type"] = args.sam_model_type
+    kwargs = backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type)
     backend = shared_backend(args.backend, device=args.device, **kwargs)
     cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
     dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
@@ -174,7 +163,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
         return 0
     report = weights.identify(args.target)
     if args.json:
-        _write_json(args.json, report)
+        write_json(args.json, report)
     for key, value in report.items():
         print(f"{key:15s} {value}")
     return 0 if report["registry"] or report["sam_model_type"] else 1

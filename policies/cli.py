@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from alignsam_gym import cli as env_cli
+from alignsam_gym.bench import write_json
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -43,7 +44,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.policy[-24:]:24s} {args.task:20s} {result['episodes']:8d} {result['foreground_rate']:8.3f} "
           f"{result['miou']:7.3f} {result['return']:7.2f}")
     if args.json:
-        env_cli._write_json(args.json, result)
+        write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

@@ -8,7 +8,6 @@ split, with the paper's evaluation protocol (SRM initial prompts, SRM labels). W
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -19,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from alignsam_gym import __version__
+from alignsam_gym.bench import write_json
 from alignsam_gym.data.tasks import SYNTHETIC_TASKS
 from policies.training import ENV_ID, evaluate, load_srm_weights, train
 
@@ -60,7 +60,7 @@ def run_quickstart(out: str | Path, tasks: tuple[str, ...] = SYNTHETIC_TASKS, se
               "tasks": list(tasks)},
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
               "package_version": __version__, "wall_s": round(time.perf_counter() - start, 1)}
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))
     return report
 

@@ -18,7 +18,8 @@ from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
 from alignsam_gym.backends.embedding_cache import EmbeddingCache, default_cache_dir, image_digest, shared_cache
 
 __all__ = [
-    "BACKENDS", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "default_cache_dir", "image_digest",
+    "BACKENDS", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "backend_arguments", "default_cache_dir",
+    "image_digest",
     "make_backend", "register_backend", "shared_backend", "shared_cache",
 ]
 
@@ -45,6 +46,24 @@ def make_backend(name: str, **kwargs: Any) -> PromptableSegmenter:
         return BACKENDS[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"backend {name!r} does not accept the arguments {sorted(kwargs)}: {err}") from err
+
+
+def backend_arguments(name: str, sam_checkpoint: str | None = None, sam_model_type: str | None = None,
+                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The backend keyword arguments for the user-facing ``sam_checkpoint``/``sam_model_type`` (env kwargs
+    and CLI flags), merged into ``extra``.
+
+    :raises ValueError: if they are given for the embedded ``lite`` backend, which has no checkpoint.
+    """
+    kwargs = dict(extra or {})
+    if sam_checkpoint is not None or sam_model_type is not None:
+        if name == "lite":
+            raise ValueError("sam_checkpoint and sam_model_type apply to SAM backends, not to backend='lite'")
+        if sam_checkpoint is not None:
+            kwargs["checkpoint"] = str(sam_checkpoint)
+        if sam_model_type is not None:
+            kwargs["model_type"] = sam_model_type
+    return kwargs
 
 
 def shared_backend(name: str, **kwargs: Any) -> PromptableSegmenter:

@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from scipy.special import expit
 
-from alignsam_gym.backends import ImageEmbedding, PromptableSegmenter, shared_backend, shared_cache
+from alignsam_gym.backends import (
+    ImageEmbedding, PromptableSegmenter, backend_arguments, shared_backend, shared_cache,
+)
 from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.metrics import iou
@@ -152,14 +154,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         spec = get_task(task or DEFAULT_TASK)
         self.task = spec.name
         self.dataset = make_dataset(self.task, split, num_images, data_root)
-        backend_kwargs = dict(backend_kwargs or {})
-        if sam_checkpoint is not None or sam_model_type is not None:
-            if backend == "lite":
-                raise ValueError("sam_checkpoint and sam_model_type apply to SAM backends, not to backend='lite'")
-            if sam_checkpoint is not None:
-                backend_kwargs["checkpoint"] = str(sam_checkpoint)
-            if sam_model_type is not None:
-                backend_kwargs["model_type"] = sam_model_type
+        backend_kwargs = backend_arguments(backend, sam_checkpoint, sam_model_type, backend_kwargs)
         self.backend: PromptableSegmenter = shared_backend(backend, device=device, **backend_kwargs)
         self.cache = shared_cache(cache_dir)
         self.clip_maps = None
