@@ -76,6 +76,20 @@ class PromptableSegmenter(abc.ABC):
         """
 
 
+def check_image(image: np.ndarray, min_side: int = 1) -> np.ndarray:
+    """Validate an image for ``encode``; shared by every backend.
+
+    :return: ``image`` as an ``(H, W, 3) uint8`` array.
+    :raises ValueError: for another shape or dtype, or a side shorter than ``min_side`` pixels.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype}")
+    if min(image.shape[:2]) < min_side:
+        raise ValueError(f"image must be at least {min_side}x{min_side} pixels, got {image.shape[1]}x{image.shape[0]}")
+    return image
+
+
 def check_prompts(embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate and normalise point prompts; shared by every backend.
 

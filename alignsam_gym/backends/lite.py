@@ -22,21 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from alignsam_gym.backends import efficientnet_lite
-from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_prompts
+from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
 from alignsam_gym.backends.superpixel_graph import GraphParams, build_graph, random_walker
 from alignsam_gym.devices import resolve_device
 
 #: probabilities are clipped to [EPS, 1 - EPS] before the logit, so logits stay finite (|logit| < 9.3)
 EPS = 1e-4
-
-
-def _check_rgb(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} dtype {image.dtype}")
-    if min(image.shape[:2]) < 8:
-        raise ValueError(f"image must be at least 8x8 pixels, got {image.shape[1]}x{image.shape[0]}")
-    return image
 
 
 class LiteBackend(PromptableSegmenter):
@@ -89,7 +80,7 @@ class LiteBackend(PromptableSegmenter):
 
     @torch.inference_mode()
     def encode(self, image: np.ndarray) -> ImageEmbedding:
-        image = _check_rgb(image)
+        image = check_image(image, min_side=8)
         h, w = image.shape[:2]
         resized = cv2.resize(image, (self.encoder_size, self.encoder_size), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float() / 255.0

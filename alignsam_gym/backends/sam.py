@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_prompts
+from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
 from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image
 from alignsam_gym.backends.weights import sha256_of
 from alignsam_gym.devices import resolve_device
@@ -283,10 +283,7 @@ class SamBackend(PromptableSegmenter):
         transform = ResizeLongestSide(model.image_encoder.img_size)
         batch, shapes = [], []
         for image in images:
-            image = np.asarray(image)
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(f"image must be an (H, W, 3) uint8 RGB array, got shape {image.shape} "
-                                 f"dtype {image.dtype}")
+            image = check_image(image)
             resized = transform.apply_image(image)
             tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
             batch.append(model.preprocess(tensor.float()))
