@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 from alignsam_gym import __version__
 from alignsam_gym.bench import write_json
 from alignsam_gym.data.tasks import SYNTHETIC_TASKS
-from policies.training import ENV_ID, evaluate, load_srm_weights, train
+from policies.training import evaluate, load_srm_weights, train
 
 #: sized for about 15 minutes on 2 CPU cores (see experiments/results/quickstart)
 QUICKSTART = {"timesteps": 2048, "num_images": 20, "test_images": 20, "episodes": 20, "n_envs": 4, "obs_size": 10}
@@ -46,11 +45,10 @@ def run_quickstart(out: str | Path, tasks: tuple[str, ...] = SYNTHETIC_TASKS, se
             eval_env = {"task": task, "split": "test", "num_images": test_images,
                         "obs_size": QUICKSTART["obs_size"], "init_prompts": "srm", "label_source": "srm"}
             srm = load_srm_weights(run_dir / "srm.pt")
-            branch = gym.make(ENV_ID, **eval_env).unwrapped.srm_branch
             for policy, source in (("ppo", str(run_dir)), ("random", "random")):
                 metrics = evaluate(source, eval_env, episodes=episodes, seed=10_000 + seed, srm_weights=srm)
                 results.append({"task": task, "policy": policy, "seed": seed, **metrics, "backend": "lite",
-                                "label_source": "srm", "init_prompts": "srm", "srm_branch": branch,
+                                "label_source": "srm", "init_prompts": "srm",
                                 "train_timesteps": timesteps, "train_s": round(train_s, 1)})
                 if progress:
                     print(f"{task} seed {seed} {policy:6s}: foreground rate {metrics['foreground_rate']:.3f}, "

@@ -138,7 +138,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
         ignores it.
     :return: ``foreground_rate`` (fraction of the agent's prompts on ground-truth foreground, paper Eq. 14),
         ``miou`` (mean IoU after the last prompt), ``iou_curve`` (mean IoU after 0..T prompts),
-        ``return``, ``episodes`` and ``wall_s``.
+        ``return``, ``episodes``, ``srm_branch`` (the SRM branch the env ran) and ``wall_s``.
     """
     start = time.perf_counter()
     model = None
@@ -182,4 +182,5 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
     env.close()
     return {"foreground_rate": float(np.mean(hits)), "miou": float(np.mean(finals)),
             "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)], "return": float(np.mean(returns)),
-            "episodes": episodes, "no_repeats": no_repeats, "wall_s": round(time.perf_counter() - start, 2)}
+            "episodes": episodes, "no_repeats": no_repeats, "srm_branch": env.unwrapped.srm_branch,
+            "wall_s": round(time.perf_counter() - start, 2)}
