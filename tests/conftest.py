@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import gymnasium as gym
+import numpy as np
 import pytest
 
 import alignsam_gym  # noqa: F401  (registers the ids)
@@ -89,3 +90,14 @@ def tiny_clip_checkpoint(tmp_path_factory) -> Path:
     path = folder / "tiny_clip.pt"
     torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), path)
     return path
+
+
+def map_value_at_action(grid: np.ndarray, action: int, grid_size: int = 10) -> float:
+    """An ``(h, w)`` map over the image read at the centre of action cell ``action``, bilinear between
+    map-cell centres (scipy's implementation, independent of the env's)."""
+    from scipy.ndimage import map_coordinates
+
+    row, col = divmod(action, grid_size)
+    h, w = grid.shape
+    coords = [[(row + 0.5) * h / grid_size - 0.5], [(col + 0.5) * w / grid_size - 0.5]]
+    return float(map_coordinates(grid.astype(np.float64), coords, order=1, mode="nearest")[0])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alignsam_gym.backends.clip_surgery import ClipSurgeryMaps, _surgery_tokens, feature_surgery, load_open_clip
-from tests.conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP, map_value_at_action
 
 
 def test_feature_surgery_single_prompt_subtracts_the_empty_prompt():
@@ -63,9 +63,7 @@ def test_clip_label_source(tiny_clip_checkpoint, tmp_path):
     assert clip_map.shape == (4, 4) and inner.clip_maps.text_prompt == "shadow"
     for action in range(0, 100, 9):
         _, _, _, _, info = env.step(action)
-        row, col = divmod(action, 10)
-        cell = (int((row + 0.5) * 4 / 10), int((col + 0.5) * 4 / 10))  # the 4x4 map cell under the prompt
-        assert info["label"] == int(clip_map[cell] > 0.5)
+        assert info["label"] == int(map_value_at_action(clip_map, action) > 0.5)  # the 4x4 map at the prompt
         if info["num_prompts"] == inner.max_prompts:
             break
     assert len(list(tmp_path.rglob("*.safetensors"))) == 2  # the embedding and the CLIP map, both cached

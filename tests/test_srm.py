@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from alignsam_gym.srm import SRM, make_srm, srm_loss
-from tests.conftest import TINY_CLIP
+from tests.conftest import TINY_CLIP, map_value_at_action
 
 
 @pytest.mark.parametrize("branch", ["implicit", "explicit"])
@@ -71,9 +71,8 @@ def test_srm_label_uses_the_current_state(make_env):
     inner = env.unwrapped
     for action in (12, 55, 87):
         expected = torch.sigmoid(inner.srm(torch.from_numpy(inner.srm_sample()["state"])[None]))[0, 0].detach().numpy()
-        row, col = divmod(action, 10)
-        cell = (int((row + 0.5) * 2), int((col + 0.5) * 2))  # 20x20 embedding grid, 2 cells per action cell
-        assert env.step(action)[4]["label"] == int(expected[cell] > 0.5)
+        # 20x20 embedding grid: the point lies on the corner of four cells, read bilinearly
+        assert env.step(action)[4]["label"] == int(map_value_at_action(expected, action) > 0.5)
 
 
 def test_last_mask_label_source(make_env):
@@ -81,9 +80,7 @@ def test_last_mask_label_source(make_env):
     env.reset(seed=2)
     for action in (0, 44, 45, 99):
         prob = env.unwrapped.mask_probability
-        row, col = divmod(action, 10)
-        cell = (int((row + 0.5) * 256 / 10), int((col + 0.5) * 256 / 10))  # the 256x256 mask
-        assert env.step(action)[4]["label"] == int(prob[cell] > 0.5)
+        assert env.step(action)[4]["label"] == int(map_value_at_action(prob, action) > 0.5)  # 256x256 mask
 
 
 def test_srm_initial_prompts_are_argmax_and_argmin(make_env):

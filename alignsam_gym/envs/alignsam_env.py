@@ -17,6 +17,7 @@ from alignsam_gym.backends import (
 )
 from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
+from alignsam_gym.envs import compact
 from alignsam_gym.metrics import iou
 from alignsam_gym.rendering import render_frame
 from alignsam_gym.srm import make_srm
@@ -25,6 +26,7 @@ LABEL_SOURCES = ("srm", "gt", "positive", "last_mask", "clip")
 INIT_PROMPTS = ("random_gt", "srm")
 SRM_BRANCHES = ("implicit", "explicit")
 OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
+OBS_MODES = ("full", "compact")
 
 
 class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
@@ -49,6 +51,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     position-wise by the previous mask probability ``sigmoid(logits)`` resized to ``(h, w)`` with area
     interpolation, then area-pooled to ``obs_size`` when that differs from ``h`` (default: ``h``).
     ``(256, 64, 64)`` for SAM.
+
+    With ``obs_mode="compact"``: ``Dict(mask=Box(0, 1, (h, w), float32), embedding_key=Box(0, 255,
+    (16,), uint8))``, the mask probability on the embedding grid and the key under which the env
+    published ``E(x)`` in this process (:mod:`alignsam_gym.envs.compact`); the SB3 plugin's
+    extractors form ``s_t`` from it, identical to the full observation (``obs_size`` pooling included).
 
     ## Rewards
     +1 if the chosen point lies on ground-truth foreground, otherwise -1 (in float). Choosing a
@@ -81,7 +88,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       memory only.
     - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
     - ``label_source``: where each prompt's label comes from. ``"srm"`` (default, the paper's): the
-      env's SRM on the current state, thresholded at 0.5 (a standalone env owns an untrained SRM;
+      env's SRM on the current state at the point (bilinear between cells), thresholded at 0.5 (a standalone env owns an untrained SRM;
       the SB3 plugin's callback trains it and pushes the weights with ``set_srm_weights``);
       ``"gt"``: the true label at the point (oracle); ``"positive"``: every prompt positive (the
       paper's "w/o SRM"); ``"last_mask"``: the previous mask at the point; ``"clip"``: the
@@ -96,6 +103,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``).
     - ``init_prompts``: ``"random_gt"`` (see Starting State).
     - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
+    - ``obs_mode``: ``"full"`` (default, the paper's ``s_t``) or ``"compact"`` (see Observation Space).
     - ``render_mode``: None or ``"rgb_array"``: a ``(image_size // 2, image_size, 3) uint8`` frame,
       the image with the predicted mask (blue) and prompts (positive green stars, negative red),
       and the ground truth (amber) beside it.
@@ -134,6 +142,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         srm_branch: str | None = None,
         obs_size: int | None = None,
         obs_dtype: str = "float32",
+        obs_mode: str = "full",
         device: str = "auto",
         render_mode: str | None = None,
     ) -> None:
@@ -148,6 +157,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         if srm_branch is not None:
             _check_choice("srm_branch", srm_branch, SRM_BRANCHES)
         _check_choice("obs_dtype", obs_dtype, tuple(OBS_DTYPES))
+        _check_choice("obs_mode", obs_mode, OBS_MODES)
         if render_mode is not None:
             _check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
 
@@ -171,9 +181,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
                 raise ValueError(f"backend {backend!r} has a non-square {height}x{width} embedding grid: pass obs_size")
             obs_size = height
         _check_int("obs_size", obs_size, 1)
-        self.obs_size = int(obs_size)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (channels, self.obs_size, self.obs_size),
-                                            OBS_DTYPES[obs_dtype])
+        self.obs_size, self.obs_mode = int(obs_size), obs_mode
+        if obs_mode == "full":
+            self.observation_space = spaces.Box(-np.inf, np.inf, (channels, self.obs_size, self.obs_size),
+                                                OBS_DTYPES[obs_dtype])
+        else:
+            self.observation_space = compact.CompactObservationSpace((channels, height, width), self.obs_size)
         self.action_space = spaces.Discrete(self.grid_size**2)
 
         # The SRM: the paper's branch for the task, unless overridden; the explicit branch needs CLIP maps,
@@ -204,6 +217,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self._image_index = int(index)
         self._image, self._mask, digest = prepared_sample(self.dataset, self._image_index, self.image_size)
         self._embedding = self.cache.encode(self.backend, self._image, digest)
+        if self.obs_mode == "compact":
+            self._embedding_key = compact.embedding_key(self.backend.identity, digest)
+            compact.publish(self._embedding_key, self._embedding.features)
         self._clip_map = None
         if self.clip_maps is not None:
             self._clip_map = self.cache.encode(self.clip_maps, self._image, digest).features[0]
@@ -223,28 +239,47 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         self._labels = [1, 0]
         self._prompted = np.zeros(self.action_space.n, dtype=bool)
         self._steps_left = self.max_prompts
-        self._decode()
-        self._state = self._masked_state()
+        self._set_logits(self.backend.decode(self._embedding, *self._prompt_arrays()))
         info = {"iou": self._iou, "num_prompts": 0, "image_index": self._image_index,
                 "action_mask": self.action_masks()}
         return self._observation(), info
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict]:
+        point, is_foreground = self._begin_step(action)
+        srm_prob = self._srm_probability(self._state) if self.label_source == "srm" else None
+        label = self._add_prompt(action, point, is_foreground, srm_prob)
+        self._set_logits(self.backend.decode(self._embedding, *self._prompt_arrays()))
+        return self._step_result(is_foreground, label)
+
+    # -- the phases of a step (AlignSAMVectorEnv runs each phase for all its envs at once) ----------
+    def _begin_step(self, action: Any) -> tuple[np.ndarray, bool]:
+        """Validate ``action``; return its prompt point ``(x, y)`` in pixels and the truth there."""
         if self._embedding is None:
             raise RuntimeError("call reset() before step()")
         if self._steps_left == 0:
             raise RuntimeError(f"the episode ended after max_prompts={self.max_prompts} steps; call reset()")
-        if not self.action_space.contains(action):
+        if isinstance(action, np.ndarray) and action.ndim == 0:
+            action = action.item()
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
+                or not self.action_space.contains(action):
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
         point = self.action_points[int(action)]
-        is_foreground = bool(self._mask[int(point[1]), int(point[0])])
-        label = self._label(point, is_foreground)
+        return point, bool(self._mask[int(point[1]), int(point[0])])
+
+    def _add_prompt(self, action: Any, point: np.ndarray, is_foreground: bool, srm_prob: np.ndarray | None) -> int:
+        """Label the new prompt (``srm_prob``: the SRM's ``(h, w)`` output on ``s_t``) and record it."""
+        label = self._label(point, is_foreground, srm_prob)
         self._points.append(point)
         self._labels.append(label)
         self._prompted[int(action)] = True
         self._steps_left -= 1
-        self._decode()
-        self._state = self._masked_state()
+        return label
+
+    def _prompt_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """All prompts so far: ``(N, 2) float64`` points ``(x, y)`` and ``(N,) int64`` labels."""
+        return np.array(self._points, dtype=np.float64), np.array(self._labels, dtype=np.int64)
+
+    def _step_result(self, is_foreground: bool, label: int) -> tuple[Any, float, bool, bool, dict]:
         info = {"iou": self._iou, "is_foreground": is_foreground, "label": label,
                 "num_prompts": self.max_prompts - self._steps_left, "action_mask": self.action_masks()}
         reward = 1.0 if is_foreground else -1.0
@@ -262,7 +297,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
                             np.array(self._labels), self.image_size // 2, caption)
 
     # -- internals -----------------------------------------------------------------------------
-    def _label(self, point: np.ndarray, is_foreground: bool) -> int:
+    def _label(self, point: np.ndarray, is_foreground: bool, srm_prob: np.ndarray | None = None) -> int:
         """The label the segmenter gets for a prompt at ``point`` (pixels), from ``label_source``.
 
         Decided before the new prompt is decoded: ``srm`` reads the SRM's output on the current
@@ -273,17 +308,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         if self.label_source == "positive":
             return 1
         if self.label_source == "srm":
-            prob = self._srm_probability(self._state)
+            prob = self._srm_probability(self._state) if srm_prob is None else srm_prob
         elif self.label_source == "last_mask":
             prob = self._prob
         else:
             prob = self._clip_map
-        return int(prob[self._cell_of(point, prob.shape)] > 0.5)
-
-    def _cell_of(self, point: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
-        """The cell of an ``(h, w)`` grid over the image that holds ``point`` (pixels)."""
-        return (min(int(point[1] * shape[0] / self.image_size), shape[0] - 1),
-                min(int(point[0] * shape[1] / self.image_size), shape[1] - 1))
+        return int(sample_bilinear(prob, point, self.image_size) > 0.5)
 
     def _cell_centre(self, flat_index: int, shape: tuple[int, int]) -> np.ndarray:
         row, col = divmod(flat_index, shape[1])
@@ -331,18 +361,20 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         row, col = divmod(int(k), region.shape[1])
         return np.array([col + 0.5, row + 0.5])
 
-    def _decode(self) -> None:
-        logits = self.backend.decode(self._embedding, np.array(self._points), np.array(self._labels))
+    def _set_logits(self, logits: np.ndarray) -> None:
+        """Take the decoder's new mask logits: mask probability, IoU and the state ``s_t``."""
         self._prob = expit(logits).astype(np.float32)
         self._iou = iou(logits > 0, self._mask_lowres)
-
-    def _masked_state(self) -> np.ndarray:
-        """``s_t = E(x) * M_t``: ``(C, h, w) float32``, the mask probability area-resized to the grid."""
         features = self._embedding.features
         _, h, w = features.shape
-        return features * cv2.resize(self._prob, (w, h), interpolation=cv2.INTER_AREA)[None]
+        #: ``(h, w) float32`` mask probability area-resized to the embedding grid
+        self._grid_mask = cv2.resize(self._prob, (w, h), interpolation=cv2.INTER_AREA)
+        #: ``s_t = E(x) * M_t``: ``(C, h, w) float32``
+        self._state = features * self._grid_mask[None]
 
-    def _observation(self) -> np.ndarray:
+    def _observation(self) -> np.ndarray | dict[str, np.ndarray]:
+        if self.obs_mode == "compact":
+            return {"mask": self._grid_mask.copy(), "embedding_key": self._embedding_key.copy()}
         state = self._state
         _, h, w = state.shape
         if h != self.obs_size or w != self.obs_size:
@@ -364,3 +396,22 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def sample_bilinear(grid: np.ndarray, point: np.ndarray, image_size: int) -> float:
+    """The value of an ``(h, w)`` map over the ``image_size``-pixel square image at ``point`` ``(x, y)``
+    (pixels), bilinearly interpolated between cell centres (clamped at the border).
+
+    Why not the cell under the point: the action points of a 10x10 grid fall exactly on the corners
+    of a 20x20 map's cells, so "the cell under the point" would read one of four neighbours, always
+    the lower right one; interpolation reads all four.
+    """
+    h, w = grid.shape
+    x = float(point[0]) * w / image_size - 0.5
+    y = float(point[1]) * h / image_size - 0.5
+    x0, y0 = int(np.clip(np.floor(x), 0, w - 1)), int(np.clip(np.floor(y), 0, h - 1))
+    x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+    fx, fy = float(np.clip(x - x0, 0, 1)), float(np.clip(y - y0, 0, 1))
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
+    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    return float(top * (1 - fy) + bottom * fy)
