@@ -11,4 +11,5 @@ __version__ = "0.1.0"
 ENV_IDS = ("AlignSAM-v0",)
 
 if "AlignSAM-v0" not in registry:
-    register(id="AlignSAM-v0", entry_point="alignsam_gym.envs.alignsam_env:AlignSAMEnv")
+    register(id="AlignSAM-v0", entry_point="alignsam_gym.envs.alignsam_env:AlignSAMEnv",
+             vector_entry_point="alignsam_gym.envs.vector:AlignSAMVectorEnv")

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
+
 from policies.features import MaskedEmbeddingExtractor
 from policies.policy import AlignSAMPolicy
+
+#: the policy name SB3 requires for Dict observations (``obs_mode="compact"``)
+DICT_POLICIES = {"MlpPolicy": "MultiInputPolicy", "MlpLstmPolicy": "MultiInputLstmPolicy"}
 
 EXTRACTOR = {"features_extractor_class": MaskedEmbeddingExtractor}
 
@@ -59,4 +64,6 @@ def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None 
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     policy = kwargs.pop("policy")
+    if isinstance(env.observation_space, gym.spaces.Dict) and isinstance(policy, str):
+        policy = DICT_POLICIES.get(policy, policy)  # compact observations: SB3 insists on the Dict policy names
     return algorithm_class(algorithm)(policy, env, device=device, seed=seed, **kwargs)

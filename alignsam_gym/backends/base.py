@@ -75,6 +75,18 @@ class PromptableSegmenter(abc.ABC):
             probability and ``logits > 0`` the predicted mask.
         """
 
+    def decode_batch(self, embeddings: list[ImageEmbedding], points: list[np.ndarray],
+                     labels: list[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`decode` for many prompt sets at once (one per env of a vector env).
+
+        The default decodes one after another; backends with a batched decoder (SAM) override it.
+        Results equal ``[decode(e, p, l) for e, p, l in zip(embeddings, points, labels)]``.
+        """
+        if not len(embeddings) == len(points) == len(labels):
+            raise ValueError(f"decode_batch needs as many prompt sets as embeddings, got {len(embeddings)} "
+                             f"embeddings, {len(points)} point arrays and {len(labels)} label arrays")
+        return [self.decode(e, p, l) for e, p, l in zip(embeddings, points, labels)]
+
 
 def check_image(image: np.ndarray, min_side: int = 1) -> np.ndarray:
     """Validate an image for ``encode``; shared by every backend.

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
-from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image
+from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image, stack_images
 from alignsam_gym.backends.weights import sha256_of
 from alignsam_gym.devices import resolve_device
 
@@ -312,6 +312,38 @@ class SamBackend(PromptableSegmenter):
         best = int(predicted_iou[0].argmax()) if multimask else 0
         mh, mw = embedding.mask_shape
         return logits[0, best, :mh, :mw].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def decode_batch(self, embeddings: list[ImageEmbedding], points: list[np.ndarray],
+                     labels: list[np.ndarray]) -> list[np.ndarray]:
+        """One batched decoder forward per prompt count (prompt sets of equal length share a batch,
+        so no padding token changes any result). Same outputs as :meth:`decode` one by one."""
+        if not len(embeddings) == len(points) == len(labels):
+            raise ValueError(f"decode_batch needs as many prompt sets as embeddings, got {len(embeddings)} "
+                             f"embeddings, {len(points)} point arrays and {len(labels)} label arrays")
+        checked = [check_prompts(e, p, l) for e, p, l in zip(embeddings, points, labels)]
+        model = self.model()
+        self.decoder_cache_size = max(self.decoder_cache_size, len(embeddings))  # a batch must fit the LRU
+        groups: dict[int, list[int]] = {}
+        for i, (pts, _) in enumerate(checked):
+            groups.setdefault(len(pts), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(embeddings)
+        for count, members in groups.items():
+            coords = np.stack([to_sam_coordinates(checked[i][0], embeddings[i].image_shape,
+                                                  model.image_encoder.img_size) for i in members])
+            coords_t = torch.as_tensor(coords, dtype=torch.float32, device=self.device)
+            labels_t = torch.as_tensor(np.stack([checked[i][1] for i in members]), dtype=torch.int64,
+                                       device=self.device)
+            sparse, _ = model.prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=None)
+            multimask = count == 1
+            image = stack_images([self._image_tokens(embeddings[i]) for i in members])
+            logits, predicted_iou = decode_masks(model, image, sparse, multimask)
+            best = predicted_iou.argmax(1) if multimask else torch.zeros(len(members), dtype=torch.long)
+            chosen = logits[torch.arange(len(members)), best.to(logits.device)].float().cpu().numpy()
+            for row, i in enumerate(members):
+                mh, mw = embeddings[i].mask_shape
+                out[i] = chosen[row, :mh, :mw]
+        return out
 
 
     def _image_tokens(self, embedding: ImageEmbedding) -> ImageTokens:

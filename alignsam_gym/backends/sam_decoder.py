@@ -67,6 +67,15 @@ def precompute_image(model: nn.Module, image_embedding: torch.Tensor) -> ImageTo
                        shape=(h, w))
 
 
+def stack_images(images: list[ImageTokens]) -> ImageTokens:
+    """Several images' tokens as one batch (the positional encoding is shared)."""
+    if len(images) == 1:
+        return images[0]
+    return ImageTokens(keys=torch.cat([i.keys for i in images]), pe=images[0].pe,
+                       k0=torch.cat([i.k0 for i in images]), v0=torch.cat([i.v0 for i in images]),
+                       q0=torch.cat([i.q0 for i in images]), shape=images[0].shape)
+
+
 def _block(block: nn.Module, queries, keys, query_pe, key_pe, first: ImageTokens | None):
     """SAM's ``TwoWayAttentionBlock.forward``; ``first`` supplies the precomputed projections."""
     if block.skip_first_layer_pe:
@@ -111,7 +120,7 @@ def _standard_upscaling(upscaling: nn.Sequential) -> bool:
 
 
 def _upscaled_masks(upscaling: nn.Sequential, tokens: torch.Tensor, hyper: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``hyper @ output_upscaling(tokens as a (1, C, h, w) map)``: ``(1, k, 4h, 4w)`` masks.
+    """``hyper @ output_upscaling(tokens as a (B, C, h, w) map)``: ``(B, k, 4h, 4w)`` masks.
 
     A 2x2 stride-2 transposed convolution is a per-pixel matrix product whose output pixels are a
     2x2 block. Both convolutions run as matrix products on token-major data, the LayerNorm2d as
@@ -123,25 +132,30 @@ def _upscaled_masks(upscaling: nn.Sequential, tokens: torch.Tensor, hyper: torch
     c_out = conv2.weight.shape[1]
     # rows: image tokens (Y, X); columns: (i, j, channel) so that LayerNorm runs on the last axis
     w1 = conv1.weight.permute(0, 2, 3, 1).reshape(c_in, 4 * c_mid)
-    y = torch.addmm(conv1.bias.repeat(4), tokens[0], w1).reshape(h * w * 4, c_mid)
-    y = act1(F.layer_norm(y, (c_mid,), norm.weight, norm.bias, norm.eps))
-    # rows: (Y, X, i, j); columns: (channel, k, l)
-    z = act2(torch.addmm(conv2.bias.repeat_interleave(4), y, conv2.weight.reshape(c_mid, c_out * 4)))
-    masks = torch.einsum("pcs,nc->nps", z.reshape(h * w * 4, c_out, 4), hyper[0])  # (k, (Y, X, i, j), (k, l))
-    masks = masks.reshape(-1, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(1, -1, 4 * h, 4 * w)
-    return masks
+    w2 = conv2.weight.reshape(c_mid, c_out * 4)
+    out = []
+    for b in range(tokens.shape[0]):  # per prompt set: the batched einsum would materialise B x larger temporaries
+        y = torch.addmm(conv1.bias.repeat(4), tokens[b], w1).reshape(h * w * 4, c_mid)
+        y = act1(F.layer_norm(y, (c_mid,), norm.weight, norm.bias, norm.eps))
+        # rows: (Y, X, i, j); columns: (channel, k, l)
+        z = act2(torch.addmm(conv2.bias.repeat_interleave(4), y, w2))
+        masks = torch.einsum("pcs,nc->nps", z.reshape(h * w * 4, c_out, 4), hyper[b])  # (k, (Y, X, i, j), (k, l))
+        out.append(masks.reshape(-1, h, w, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4, 6).reshape(-1, 4 * h, 4 * w))
+    return torch.stack(out)
 
 
 @torch.inference_mode()
 def decode_masks(model: nn.Module, image: ImageTokens, sparse: torch.Tensor,
                  multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``MaskDecoder.forward`` for one prompt set: ``(masks (1, k, 4h, 4w), iou (1, k))``.
+    """``MaskDecoder.forward``: ``(masks (B, k, 4h, 4w), iou (B, k))`` for B prompt sets.
 
-    :param sparse: ``(1, N, C)`` sparse prompt embeddings from SAM's prompt encoder.
+    :param image: one image's tokens (``B`` = 1) or a batch of them (:func:`stack_images`), one per
+        prompt set.
+    :param sparse: ``(B, N, C)`` sparse prompt embeddings from SAM's prompt encoder (same N in a batch).
     """
     decoder = model.mask_decoder
     tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)[None]
-    tokens = torch.cat([tokens, sparse], dim=1)
+    tokens = torch.cat([tokens.expand(sparse.shape[0], -1, -1), sparse], dim=1)
     queries, keys = tokens, image.keys
     for i, block in enumerate(decoder.transformer.layers):
         queries, keys = _block(block, queries, keys, tokens, image.pe, image if i == 0 else None)
@@ -159,7 +173,7 @@ def decode_masks(model: nn.Module, image: ImageTokens, sparse: torch.Tensor,
     if _standard_upscaling(decoder.output_upscaling):
         masks = _upscaled_masks(decoder.output_upscaling, keys, hyper, h, w)
     else:
-        upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(1, -1, h, w))
+        upscaled = decoder.output_upscaling(keys.transpose(1, 2).reshape(keys.shape[0], -1, h, w))
         b, c, uh, uw = upscaled.shape
         masks = (hyper @ upscaled.reshape(b, c, uh * uw)).reshape(b, -1, uh, uw)
     iou = decoder.iou_prediction_head(queries[:, 0, :])
