@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
 
-.PHONY: install run demo test test-slow bench-decoder bench-episode clean
+.PHONY: install run demo test test-slow bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,18 @@ bench-decoder: $(STAMP)
 
 bench-episode: $(STAMP)
 	$(VENV)/bin/alignsam bench episode --episodes 5 --json experiments/results/sam_episode_vit_b_cpu.json
+
+bench-env: $(STAMP)
+	$(VENV)/bin/alignsam bench env --json experiments/results/env_throughput_cpu.json
+
+bench-soak: $(STAMP)
+	$(VENV)/bin/alignsam bench soak --json experiments/results/soak.json
+
+benchmark-ccp: $(STAMP)
+	$(VENV)/bin/alignsam benchmark --config experiments/configs/bench_ccp_person.yaml --out experiments/results/bench_ccp_person
+
+benchmark-embedded: $(STAMP)
+	$(VENV)/bin/alignsam benchmark --config experiments/configs/bench_embedded.yaml --out experiments/results/bench_embedded
 
 clean:
 	rm -rf $(VENV) build *.egg-info

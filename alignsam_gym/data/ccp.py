@@ -2,7 +2,8 @@
 
 ``root/images/NNNN.jpg`` photos, ``root/labels/NNNN.png`` single-channel label maps (value ``k`` is
 the class on line ``k + 1`` of ``root/labels.txt``, 0 = ``null``). Binary tasks: ``person`` = every
-non-zero label (implicit semantics), or one class name such as ``hair`` (explicit semantics).
+non-zero label (implicit semantics), or one class name such as ``hair`` (explicit semantics). A
+label value beyond the classes of ``labels.txt`` is an error naming the file.
 Splits: the sorted stems are cut in two, the first two thirds ``train`` and the rest ``test``; a
 training subset of ``num_images`` is drawn from ``train`` with ``seed``.
 """
@@ -11,21 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from alignsam_gym.data.base import Sample, SegmentationDataset
+from alignsam_gym.data.io import check_values
+from alignsam_gym.data.paired import PairedDataset, few_shot, pair_folders
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """An image file as ``(H, W, 3) uint8`` RGB; raises ValueError naming the file if it cannot be read."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{path}: not a readable image file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+def train_test_cut(pairs: list, split: str) -> list:
+    """The first two thirds of ``pairs`` (``train``), the rest (``test``), or all (``all``)."""
+    cut = (2 * len(pairs)) // 3
+    if split == "train":
+        return pairs[:cut]
+    if split == "test":
+        return pairs[cut:]
+    if split == "all":
+        return list(pairs)
+    raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
 
 
-class CCPDataset(SegmentationDataset):
+class CCPDataset(PairedDataset):
     """CCP images with a binary mask for ``target``.
 
     :param root: the folder holding ``images/``, ``labels/`` and ``labels.txt``.
@@ -42,40 +47,24 @@ class CCPDataset(SegmentationDataset):
             if not (self.root / sub).is_dir():
                 raise FileNotFoundError(f"{self.root}: expected a CCP folder with images/ and labels/, "
                                         f"{sub}/ is missing")
-        classes = (self.root / "labels.txt").read_text().split()
-        if target != "person" and target not in classes[1:]:
-            raise ValueError(f"unknown CCP class {target!r}; expected 'person' or one of {classes[1:]}")
-        self.target, self.task = target, f"ccp-{target}"
-        self.class_id = None if target == "person" else classes.index(target)
-        images = {p.stem: p for p in (self.root / "images").glob("*.jpg")}
-        labels = {p.stem: p for p in (self.root / "labels").glob("*.png")}
-        unpaired = sorted(set(images) ^ set(labels))
-        if unpaired:
-            raise ValueError(f"{self.root}: images and labels do not pair up; unpaired stems: {unpaired[:10]}")
-        stems = sorted(images)
-        cut = (2 * len(stems)) // 3
+        classes_file = self.root / "labels.txt"
+        if not classes_file.is_file():
+            raise FileNotFoundError(f"{classes_file}: the CCP class list is missing")
+        self.classes = classes_file.read_text().split()
+        if target != "person" and target not in self.classes[1:]:
+            raise ValueError(f"unknown CCP class {target!r}; expected 'person' or one of {self.classes[1:]}")
+        self.target = target
+        self.class_id = None if target == "person" else self.classes.index(target)
+        pairs = train_test_cut(pair_folders(self.root / "images", self.root / "labels"), split)
         if split == "train":
-            stems = stems[:cut]
-            if num_images is not None and num_images < len(stems):
-                pick = np.random.default_rng(seed).choice(len(stems), size=num_images, replace=False)
-                stems = [stems[i] for i in sorted(pick)]
-        elif split == "test":
-            stems = stems[cut:]
-        elif split != "all":
-            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-        self.stems = stems
+            pairs = few_shot(pairs, num_images, seed)
+        super().__init__(f"ccp-{target}", pairs, self._binarize)
 
-    def __len__(self) -> int:
-        return len(self.stems)
+    @property
+    def stems(self) -> list[str]:
+        return self.names
 
-    def __getitem__(self, index: int) -> Sample:
-        stem = self.stems[self._check_index(index)]
-        image = read_rgb(self.root / "images" / f"{stem}.jpg")
-        label_path = self.root / "labels" / f"{stem}.png"
-        label = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
-        if label is None or label.ndim != 2:
-            raise ValueError(f"{label_path}: expected a single-channel label map")
-        if label.shape != image.shape[:2]:
-            raise ValueError(f"{label_path}: label map is {label.shape[::-1]} (w x h), image is {image.shape[1::-1]}")
-        mask = label > 0 if self.class_id is None else label == self.class_id
-        return Sample(image=image, mask=mask, name=stem)
+    def _binarize(self, label: np.ndarray, path: Path) -> np.ndarray:
+        check_values(label, range(len(self.classes)), path,
+                     f"CCP labels index the {len(self.classes)} classes of {self.root / 'labels.txt'}")
+        return label > 0 if self.class_id is None else label == self.class_id

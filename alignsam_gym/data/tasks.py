@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from alignsam_gym.data.base import SegmentationDataset
+from alignsam_gym.data import public
 from alignsam_gym.data.ccp import CCPDataset
 from alignsam_gym.data.synthetic import SyntheticDataset
 
@@ -50,6 +51,20 @@ def _ccp(target: str) -> DatasetFactory:
     return factory
 
 
+def _public(loader: Callable) -> DatasetFactory:
+    def factory(split: str, num_images: int, data_root: Path | None, seed: int) -> SegmentationDataset:
+        return loader(Path(data_root), split, num_images, seed)
+
+    return factory
+
+
+def _voc(target: str) -> DatasetFactory:
+    def factory(split: str, num_images: int, data_root: Path | None, seed: int) -> SegmentationDataset:
+        return public.voc_class(Path(data_root), target, split, num_images, seed)
+
+    return factory
+
+
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in [
@@ -59,8 +74,14 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("synthetic-saliency", "implicit", "saliency object", False, _synthetic("saliency")),
         TaskSpec("synthetic-shapes", "explicit", "triangle", False, _synthetic("shapes")),
         TaskSpec("ccp-person", "implicit", "person", True, _ccp("person")),
+        TaskSpec("cuhk-blur", "implicit", "defocus background", True, _public(public.cuhk_blur)),
+        TaskSpec("sbu-shadow", "explicit", "shadow", True, _public(public.sbu_shadow)),
+        TaskSpec("msd-mirror", "implicit", "glass", True, _public(public.msd_mirror)),
+        TaskSpec("duts-saliency", "implicit", "saliency object", True, _public(public.duts_saliency)),
+        TaskSpec("folder", "explicit", "foreground object", True, _public(public.folder)),
     ]
 }
+TASKS.update({f"voc-{c}": TaskSpec(f"voc-{c}", "explicit", c, True, _voc(c)) for c in public.VOC_CLASSES[1:]})
 
 SYNTHETIC_TASKS = tuple(name for name in TASKS if name.startswith("synthetic-"))
 
@@ -75,7 +96,8 @@ def get_task(name: str) -> TaskSpec:
     if name.startswith("ccp-") and len(name) > 4:
         target = name[4:]
         return TaskSpec(name, "explicit", target, True, _ccp(target))
-    raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)} and ccp-<class>")
+    known = sorted(n for n in TASKS if not n.startswith("voc-"))
+    raise ValueError(f"unknown task {name!r}; known tasks: {known}, voc-<class> and ccp-<class>")
 
 
 _datasets: dict[tuple, SegmentationDataset] = {}

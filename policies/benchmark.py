@@ -1,0 +1,206 @@
+"""``alignsam benchmark --config FILE --out DIR``: every policy on every task with the paper's metrics.
+
+A benchmark config (YAML) names a grid::
+
+    name: ccp-person
+    backend: lite                    # every table's caption names it
+    tasks: [ccp-person]
+    data_root: ../shared/data/ccp    # or {task: folder}
+    seeds: [0, 1, 2]
+    policies: [random, centre, srm_greedy, ppo]   # heuristics and trained algorithms
+    label_sources: [srm]
+    branches: [default]              # SRM branch: default (the task's), implicit, explicit
+    max_prompts: [15]
+    episodes: 20                     # test episodes per record
+    test_images: 50
+    train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10}}
+    env: {clip_checkpoint: ...}      # extra env kwargs for training and test
+
+For every (task, seed) each trained algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable_ppo``,
+``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``); the
+heuristics are evaluated with the SRM of the first trained algorithm's run of that task and seed
+(the paper's "random + SRM"), or with an untrained SRM when none is trained, which the report says.
+A policy may also be a path to an existing run folder.
+
+Output: ``results.json`` (one record per task x policy x setting x seed with every metric, the
+per-step IoU curve, episodes, backend, checkpoint digests, package version and wall time; written
+after every record, so an interrupted benchmark resumes where it stopped), ``results.md`` (tables
+shaped like the paper's), and ``plots/`` (IoU against prompts per task, foreground-rate bars, and a
+strip of annotated frames per task).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from alignsam_gym import __version__
+from alignsam_gym.bench import write_json
+from alignsam_gym.data.tasks import get_task
+from alignsam_gym.heuristics import HEURISTICS
+from policies.presets import PRESETS
+from policies.training import evaluate, load_srm_weights, train
+
+DEFAULTS: dict[str, Any] = {
+    "name": "benchmark", "backend": "lite", "backend_kwargs": {}, "tasks": ["synthetic-saliency"], "data_root": None,
+    "seeds": [0], "policies": ["random", "centre", "srm_greedy", "ppo"], "label_sources": ["srm"],
+    "branches": ["default"], "max_prompts": [15], "episodes": 20, "test_images": 50, "init_prompts": "srm",
+    "train": {"total_timesteps": 4096, "num_images": 50, "n_envs": 4, "env": {"obs_size": 10}},
+    "frames_at": [0, 1, 3, 7, 15],
+    "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
+}
+BRANCHES = ("default", "implicit", "explicit")
+
+
+def load_benchmark_config(path: str | Path) -> dict[str, Any]:
+    """Read and check a benchmark config; errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the benchmark config ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a benchmark config is a YAML mapping, got {type(raw).__name__}")
+    try:
+        return resolve_benchmark_config(raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err
+
+
+def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    config = copy.deepcopy(DEFAULTS)
+    for key, value in raw.items():
+        config[key] = {**config[key], **value} if isinstance(config[key], dict) and isinstance(value, dict) else value
+    for key in ("tasks", "seeds", "policies", "label_sources", "branches", "max_prompts"):
+        if not isinstance(config[key], list) or not config[key]:
+            raise ValueError(f"{key} must be a non-empty list, got {config[key]!r}")
+    for task in config["tasks"]:
+        get_task(task)
+    for policy in config["policies"]:
+        if policy not in HEURISTICS and policy not in PRESETS and not Path(policy).is_dir():
+            raise ValueError(f"policy {policy!r} is neither a heuristic {list(HEURISTICS)}, an algorithm "
+                             f"{sorted(PRESETS)}, nor a run folder")
+    for branch in config["branches"]:
+        if branch not in BRANCHES:
+            raise ValueError(f"branches: {branch!r} is not one of {list(BRANCHES)}")
+    return config
+
+
+def _data_root(config: dict[str, Any], task: str) -> str | None:
+    root = config["data_root"]
+    if isinstance(root, dict):
+        root = root.get(task)
+    return None if root is None or not get_task(task).needs_data_root else str(root)
+
+
+def _digest(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out: Path) -> Path:
+    """Train (or finish, or reuse) the run of ``algorithm`` on ``task`` with ``seed``."""
+    run = out / "runs" / f"{task}-{algorithm}-seed{seed}"
+    settings = config["train"]
+    env = {**config["env"], **settings.get("env", {}), "task": task, "num_images": settings["num_images"], "backend": config["backend"],
+           "backend_kwargs": config["backend_kwargs"]}
+    root = _data_root(config, task)
+    if root is not None:
+        env["data_root"] = root
+    run_config = {"algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
+                  "n_envs": settings["n_envs"], "env": env, "hyperparameters": settings.get("hyperparameters", {})}
+    done = 0
+    if (run / "state.json").is_file():
+        done = json.loads((run / "state.json").read_text()).get("num_timesteps", 0)
+    if done < settings["total_timesteps"]:
+        train(run_config, run, resume=(run / "model.zip").is_file())
+    return run
+
+
+def _record_key(record: dict[str, Any]) -> str:
+    return "|".join(str(record[k]) for k in ("task", "policy", "label_source", "branch", "max_prompts", "seed"))
+
+
+def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Run the grid of ``config`` into ``out`` (resuming what ``out/results.json`` already holds)."""
+    config = resolve_benchmark_config(config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    results_file = out / "results.json"
+    records: list[dict[str, Any]] = []
+    if results_file.is_file():
+        records = json.loads(results_file.read_text()).get("results", [])
+    done = {_record_key(r) for r in records}
+    trained = [p for p in config["policies"] if p in PRESETS]
+    start = time.perf_counter()
+    total = len(config["tasks"]) * len(config["seeds"]) * len(config["policies"]) * len(config["label_sources"]) \
+        * len(config["branches"]) * len(config["max_prompts"])
+    frames: dict[str, dict[str, dict[int, np.ndarray]]] = {}
+    for task in config["tasks"]:
+        for seed in config["seeds"]:
+            runs = {algorithm: _train_run(config, task, algorithm, seed, out) for algorithm in trained}
+            srm_run = runs[trained[0]] if trained else None
+            srm = load_srm_weights(srm_run / "srm.pt") if srm_run is not None and (srm_run / "srm.pt").is_file() else None
+            for policy in config["policies"]:
+                source = str(runs[policy]) if policy in runs else policy
+                run_dir = Path(source) if policy not in HEURISTICS else srm_run
+                for label_source in config["label_sources"]:
+                    for branch in config["branches"]:
+                        for max_prompts in config["max_prompts"]:
+                            record = {"task": task, "policy": policy, "label_source": label_source, "branch": branch,
+                                      "max_prompts": max_prompts, "seed": seed}
+                            if _record_key(record) in done:
+                                continue
+                            env = {"task": task, "split": "test", "num_images": config["test_images"],
+                                   "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
+                                   "label_source": label_source, "init_prompts": config["init_prompts"],
+                                   **config["env"], **config["train"].get("env", {}), "max_prompts": max_prompts}
+                            if branch != "default":
+                                env["srm_branch"] = branch
+                            root = _data_root(config, task)
+                            if root is not None:
+                                env["data_root"] = root
+                            want_frames = tuple(config["frames_at"]) if seed == config["seeds"][0] else ()
+                            metrics = evaluate(source, env, episodes=config["episodes"], seed=10_000 + seed,
+                                               srm_weights=srm if policy in HEURISTICS else None, frames_at=want_frames)
+                            if "frames" in metrics:
+                                shots = metrics.pop("frames")
+                                if label_source == config["label_sources"][0] and branch == config["branches"][0]:
+                                    frames.setdefault(task, {})[policy] = shots
+                            record.update(metrics)
+                            record.update({
+                                "backend": config["backend"], "init_prompts": config["init_prompts"],
+                                "srm_trained": srm is not None or policy not in HEURISTICS,
+                                "checkpoints": {"model": _digest(run_dir / "model.zip") if run_dir else None,
+                                                "srm": _digest(run_dir / "srm.pt") if run_dir else None},
+                                "package_version": __version__})
+                            records.append(record)
+                            done.add(_record_key(record))
+                            write_json(results_file, {"config": config, "results": records})
+                            if progress:
+                                print(f"[{len(done)}/{total}] {task} seed {seed} {policy} {label_source} "
+                                      f"{branch} T={max_prompts}: mIoU {record['miou']:.3f}, foreground rate "
+                                      f"{record['foreground_rate']:.3f} ({record['wall_s']:.0f} s)", flush=True)
+    report = {"config": config, "results": records, "wall_s_this_session": round(time.perf_counter() - start, 1),
+              "package_version": __version__}
+    write_json(results_file, report)
+    from policies.benchmark_report import write_report
+
+    write_report(report, out, frames)
+    return report

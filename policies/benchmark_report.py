@@ -1,0 +1,175 @@
+"""``results.md`` and plots of a benchmark: tables shaped like the paper's, every caption naming the
+backend and label source, means over seeds with their standard deviation."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+DISCLAIMER = ("Numbers from the embedded backend (`lite`: EfficientNet-Lite0 + superpixel random walker) are "
+              "not comparable with the paper's SAM numbers.")
+
+
+def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    values = [v * scale for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def _group(records: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        groups[tuple(r[k] for k in keys)].append(r)
+    return groups
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = "") -> str:
+    backend = config["backend"]
+    note = f" {DISCLAIMER}" if backend == "lite" else ""
+    return (f"**{what}** Backend `{backend}`, label source `{label_source}`, initial prompts "
+            f"`{config['init_prompts']}`, {config['episodes']} test episodes per seed, seeds {config['seeds']}"
+            f"{extra}; mean ± standard deviation over seeds.{note}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    config, records = report["config"], report["results"]
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    main_source = config["label_sources"][0]
+    main_branch, main_t = config["branches"][0], max(config["max_prompts"])
+    parts = [f"# Benchmark `{config['name']}`", ""]
+    untrained = sorted({r["policy"] for r in records if not r.get("srm_trained", True)})
+    if untrained:
+        parts += [f"Policies {untrained} ran with an untrained SRM (no trained algorithm in this grid).", ""]
+
+    main = [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
+            and r["max_prompts"] == main_t]
+    groups = _group(main, "task", "policy")
+    for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
+        rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
+                       for t in tasks] for p in policies]
+        parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "", _table(["policy"] + tasks, rows), ""]
+
+    rows = []
+    for t in tasks:
+        for p in policies:
+            rs = groups.get((t, p))
+            if rs:
+                rows.append([t, p, _mean_sd([r["f_beta"] for r in rs]), _mean_sd([r["f_adaptive"] for r in rs]),
+                             _mean_sd([r["e_measure"] for r in rs]), _mean_sd([r["mae"] for r in rs]),
+                             _mean_sd([r["ber_dataset"] for r in rs], digits=2)])
+    parts += [_caption(config, "Task metrics (paper Tables 8 and 9): F-beta (beta² = 0.3) of the mask at 0.5, "
+                               "adaptive F (threshold 2 x mean), E-measure, MAE, BER (%, counts summed over the "
+                               "test episodes).", main_source, f", T = {main_t}"), "",
+              _table(["task", "policy", "F-beta", "F-adaptive", "E-measure", "MAE", "BER"], rows), ""]
+
+    if len(config["label_sources"]) > 1:
+        by_source = _group([r for r in records if r["branch"] == main_branch and r["max_prompts"] == main_t],
+                           "task", "policy", "label_source")
+        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_source.get((t, p, s), [])]) if by_source.get((t, p, s))
+                          else "–" for s in config["label_sources"]] for t in tasks for p in policies]
+        parts += [_caption(config, "mIoU by label source (paper Table 3).", "per column", f", T = {main_t}"), "",
+                  _table(["task", "policy"] + config["label_sources"], rows), ""]
+    if len(config["branches"]) > 1:
+        by_branch = _group([r for r in records if r["label_source"] == main_source and r["max_prompts"] == main_t],
+                           "task", "policy", "branch")
+        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_branch.get((t, p, b), [])]) if by_branch.get((t, p, b))
+                          else "–" for b in config["branches"]] for t in tasks for p in policies]
+        parts += [_caption(config, "mIoU by SRM branch (paper Table 4).", main_source), "",
+                  _table(["task", "policy"] + config["branches"], rows), ""]
+    if len(config["max_prompts"]) > 1:
+        by_t = _group([r for r in records if r["label_source"] == main_source and r["branch"] == main_branch],
+                      "task", "policy", "max_prompts")
+        ts = sorted(config["max_prompts"])
+        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_t.get((t, p, n), [])]) if by_t.get((t, p, n)) else "–"
+                          for n in ts] for t in tasks for p in policies]
+        parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
+                  _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
+    parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.png`.", ""]
+    return "\n".join(parts)
+
+
+def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, dict[int, np.ndarray]]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    config, records = report["config"], report["results"]
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    main_source, main_branch, main_t = config["label_sources"][0], config["branches"][0], max(config["max_prompts"])
+    main = [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
+            and r["max_prompts"] == main_t]
+    tasks = list(dict.fromkeys(r["task"] for r in main))
+    policies = list(dict.fromkeys(r["policy"] for r in main))
+    groups = _group(main, "task", "policy")
+    caption = f"backend {config['backend']}, labels {main_source}"
+    for task in tasks:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for policy in policies:
+            rs = groups.get((task, policy))
+            if rs:
+                curve = np.mean([r["iou_curve"] for r in rs], axis=0)
+                ax.plot(np.arange(len(curve)), curve, marker="o", markersize=3, label=policy)
+        ax.set_xlabel("prompts")
+        ax.set_ylabel("mean IoU")
+        ax.set_title(f"{task} ({caption})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = plots / f"iou_vs_prompts_{task}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(tasks)), 3.5))
+    width = 0.8 / max(1, len(policies))
+    for i, policy in enumerate(policies):
+        values = [np.mean([r["foreground_rate"] for r in groups.get((t, policy), [])] or [np.nan]) for t in tasks]
+        ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy)
+    ax.set_xticks(np.arange(len(tasks)) + width * (len(policies) - 1) / 2)
+    ax.set_xticklabels(tasks, fontsize=8)
+    ax.set_ylabel("foreground rate")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Foreground rate of chosen points ({caption})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = plots / "foreground_rate.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    for task, by_policy in frames.items():
+        rows = []
+        for policy, shots in by_policy.items():
+            tiles = [cv2.resize(shots[k], (shots[k].shape[1] // 2, shots[k].shape[0] // 2), interpolation=cv2.INTER_AREA)
+                     for k in sorted(shots)]
+            if not tiles:
+                continue
+            row = np.concatenate(tiles, axis=1)
+            label = np.full((28, row.shape[1], 3), 255, np.uint8)
+            cv2.putText(label, policy, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+            rows.append(np.concatenate([label, row], axis=0))
+        if rows:
+            width = max(r.shape[1] for r in rows)
+            rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+            path = plots / f"frames_{task}.png"
+            cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+            written.append(path)
+    return written
+
+
+def write_report(report: dict[str, Any], out: Path, frames: dict | None = None) -> None:
+    (out / "results.md").write_text(markdown(report))
+    write_plots(report, out, frames or {})

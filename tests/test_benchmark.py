@@ -1,0 +1,85 @@
+"""The policy benchmark end to end on a tiny grid, and the heuristic policies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from alignsam_gym.heuristics import centre_order, choose
+from policies.benchmark import load_benchmark_config
+from policies.cli import main
+
+TINY = {
+    "name": "tiny", "tasks": ["synthetic-shapes"], "seeds": [0], "policies": ["random", "centre", "srm_greedy", "ppo"],
+    "label_sources": ["srm", "positive"], "max_prompts": [2, 3], "episodes": 2, "test_images": 2,
+    "frames_at": [0, 1, 3],
+    "train": {"total_timesteps": 32, "num_images": 1, "n_envs": 2,
+              "env": {"obs_size": 10},
+              "hyperparameters": {"n_steps": 16, "batch_size": 16, "n_epochs": 1,
+                                  "policy_kwargs": {"features_extractor_kwargs": {"channels": 16}}}},
+}
+METRICS = ("miou", "foreground_rate", "f_beta", "f_adaptive", "e_measure", "mae", "ber", "ber_dataset", "iou_curve")
+
+
+def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out"
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    records = report["results"]
+    assert len(records) == 4 * 2 * 2
+    for r in records:
+        assert all(k in r for k in METRICS) and 0 <= r["miou"] <= 1 and 0 <= r["foreground_rate"] <= 1
+        assert len(r["iou_curve"]) == r["max_prompts"] + 1 and r["backend"] == "lite" and r["episodes"] == 2
+        assert r["checkpoints"]["srm"] is not None  # the heuristics use the PPO run's trained SRM
+    ppo = next(r for r in records if r["policy"] == "ppo")
+    assert ppo["checkpoints"]["model"] is not None and ppo["package_version"]
+    md = (out / "results.md").read_text()
+    assert "Backend `lite`, label source `srm`" in md and "not comparable with the paper's SAM numbers" in md
+    assert "mIoU by label source" in md and "mIoU by prompt budget" in md
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {"iou_vs_prompts_synthetic-shapes.png", "foreground_rate.png", "frames_synthetic-shapes.png"} <= plots
+    capsys.readouterr()
+    # rerunning resumes: nothing is evaluated or trained again
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["results"] == records
+
+
+def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "policies": ["random", "telepathy"]}))
+    with pytest.raises(ValueError, match=r"bad\.yaml: policy 'telepathy' is neither"):
+        load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({**TINY, "seed": 3}))
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown keys \['seed'\]"):
+        load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({**TINY, "tasks": ["coco-cat"]}))
+    with pytest.raises(ValueError, match="unknown task 'coco-cat'"):
+        load_benchmark_config(path)
+
+
+def test_centre_order_starts_in_the_middle():
+    order = centre_order(10)
+    assert set(order[:4]) == {44, 45, 54, 55} and sorted(order) == list(range(100))
+    assert set(order[-4:]) == {0, 9, 90, 99}
+
+
+def test_heuristics_choose_unprompted_cells(make_env):
+    env = make_env(task="synthetic-saliency", max_prompts=5)
+    env.reset(seed=0)
+    inner = env.unwrapped
+    rng = np.random.default_rng(0)
+    assert choose("centre", inner, rng) == 44
+    env.step(44)
+    assert choose("centre", inner, rng) in (45, 54, 55)
+    scores = inner.srm_scores()
+    best = choose("srm_greedy", inner, rng)
+    assert best != 44 and scores[best] == scores[inner.action_masks()].max()
+    for _ in range(20):
+        assert inner.action_masks()[choose("random", inner, rng)]
+    with pytest.raises(ValueError, match="unknown heuristic policy 'oracle'"):
+        choose("oracle", inner, rng)
