@@ -6,6 +6,7 @@
   backend on a dataset task (default CCP person), with OpenCV GrabCut as the same-run baseline.
 - ``alignsam bench episode --json OUT``: SAM episode time, env with cached embeddings against
   ``SamPredictor.set_image`` at every reset.
+- ``alignsam bench soak --json OUT``: many episodes on every embedded task, memory and open files per round.
 - ``alignsam cache build --task T --backend B``: precompute the embeddings of a whole task.
 - ``alignsam weights list | download NAME | verify PATH``: official checkpoints.
 """
@@ -118,6 +119,21 @@ def cmd_bench_episode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(args: argparse.Namespace) -> int:
+    from alignsam_gym.bench.soak import run_soak
+
+    result = run_soak(rounds=args.rounds, warmup=args.warmup, episodes=args.episodes, num_envs=args.num_envs,
+                      num_images=args.num_images)
+    result["command"] = "alignsam " + " ".join(sys.argv[1:])
+    print(f"\n{result['env_steps']} env steps in {result['wall_s']:.0f} s; after warm-up: RSS "
+          f"{result['rss_growth_after_warmup_mib']:+.1f} MiB ({result['rss_slope_after_warmup_mib_per_round']:+.2f} "
+          f"MiB/round), open files {result['open_files_growth_after_warmup']:+d}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_cache_build(args: argparse.Namespace) -> int:
     from alignsam_gym.backends import backend_arguments, shared_backend, shared_cache
     from alignsam_gym.data.prepare import prepared_sample
@@ -169,8 +185,9 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0 if report["registry"] or report["sam_model_type"] else 1
 
 
-def build_parser(extend: Callable[[argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
-    """The parser of the env-side commands; ``extend(subparsers)`` adds more (the SB3 plugin's)."""
+def build_parser(extend: Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+    """The parser of the env-side commands; ``extend(commands, bench_commands)`` adds more (the SB3
+    plugin's), top-level and under ``bench``."""
     parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -204,6 +221,14 @@ def build_parser(extend: Callable[[argparse._SubParsersAction], None] | None = N
     epi.add_argument("--device", default="auto")
     epi.add_argument("--json", default=None)
     epi.set_defaults(func=cmd_bench_episode)
+    soak = bench_sub.add_parser("soak", help="many episodes on every embedded task: memory and file handles")
+    soak.add_argument("--rounds", type=int, default=12)
+    soak.add_argument("--warmup", type=int, default=3, help="rounds before memory must stay flat")
+    soak.add_argument("--episodes", type=int, default=4, help="episodes per env per task per round")
+    soak.add_argument("--num-envs", type=int, default=4)
+    soak.add_argument("--num-images", type=int, default=8, help="images per task")
+    soak.add_argument("--json", default=None)
+    soak.set_defaults(func=cmd_bench_soak)
 
     cache = sub.add_parser("cache", help="the embedding cache")
     cache_sub = cache.add_subparsers(dest="cache", required=True)
@@ -229,12 +254,12 @@ def build_parser(extend: Callable[[argparse._SubParsersAction], None] | None = N
     wts.add_argument("--json", default=None, help="verify: write the report as JSON")
     wts.set_defaults(func=cmd_weights)
     if extend is not None:
-        extend(sub)
+        extend(sub, bench_sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None,
-         extend: Callable[[argparse._SubParsersAction], None] | None = None) -> int:
+         extend: Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None] | None = None) -> int:
     parser = build_parser(extend)
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("download", "verify") and not args.target:

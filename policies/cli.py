@@ -1,15 +1,20 @@
 """The ``alignsam`` console script: the env-side commands of :mod:`alignsam_gym.cli` plus training.
 
-- ``alignsam train --config FILE --out DIR [--resume]``: train a run from a YAML config.
+- ``alignsam train --config FILE --out DIR``: train a run from a YAML config; ``alignsam train --resume RUN``
+  continues an interrupted (or finished, with ``--timesteps``) run.
 - ``alignsam evaluate RUN_OR_POLICY --task T --episodes N --json OUT``: deterministic evaluation;
   ``random`` is a built-in policy.
 - ``alignsam quickstart --out DIR``: PPO + SRM on every embedded task against random + the same SRM.
+- ``alignsam benchmark --config FILE --out DIR``: the policy benchmark (results.json, results.md, plots/).
+- ``alignsam bench env --json OUT``: env throughput (common approach, cached, DummyVecEnv, batched)
+  and PPO rollout memory per observation mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from alignsam_gym import cli as env_cli
@@ -17,12 +22,19 @@ from alignsam_gym.bench import write_json
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from policies.training import load_config, train
+    from policies.training import load_config, read_run_config, train
 
-    config = load_config(args.config)
+    if args.resume:
+        if args.config or args.out:
+            raise ValueError("--resume RUN continues RUN with its saved config.yaml; drop --config and --out")
+        config, out = read_run_config(args.resume), args.resume
+    else:
+        if not (args.config and args.out):
+            raise ValueError("a new run needs --config FILE and --out DIR (or --resume RUN to continue one)")
+        config, out = load_config(args.config), args.out
     if args.timesteps is not None:
         config["total_timesteps"] = args.timesteps
-    out = train(config, args.out, progress_bar=not args.no_progress, resume=args.resume)
+    out = train(config, out, progress_bar=not args.no_progress, resume=bool(args.resume))
     print(f"wrote {out}/model.zip, {out}/srm.pt, {out}/config.yaml; TensorBoard logs in {out}/tb")
     return 0
 
@@ -63,20 +75,52 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_training_commands(sub: argparse._SubParsersAction) -> None:
+def cmd_bench_env(args: argparse.Namespace) -> int:
+    from policies.bench_env import run_env_benchmark
+
+    result = run_env_benchmark(backends=tuple(args.backends), sizes=tuple(args.sizes), dummy_sizes=tuple(args.dummy_sizes),
+                               model_type=args.model_type, sam_checkpoint=args.sam_checkpoint,
+                               devices=tuple(args.devices) if args.devices else None, episodes=args.episodes,
+                               num_images=args.num_images)
+    result["command"] = "alignsam " + " ".join(sys.argv[1:])
+    print()
+    for row in result["results"]:
+        ratios = {k: v for k, v in row.items() if "_over_" in k}
+        print(f"{row['backend']} on {row['device']}: {ratios}")
+    memory = result["rollout_memory"]
+    print(f"PPO rollout, compact / full observation memory: buffer {memory.get('compact_over_full_buffer')}, "
+          f"tracked peak {memory.get('compact_over_full_peak')}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from policies.benchmark import load_benchmark_config, run_benchmark
+
+    report = run_benchmark(load_benchmark_config(args.config), args.out, progress=not args.quiet)
+    print()
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/results.json, results.md and plots/ ({len(report['results'])} records)")
+    return 0
+
+
+def add_training_commands(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAction) -> None:
     from alignsam_gym.data.tasks import SYNTHETIC_TASKS
 
     train = sub.add_parser("train", help="train an agent (+ SRM) from a YAML config")
-    train.add_argument("--config", required=True, help="YAML: algorithm, seed, total_timesteps, n_envs, env, "
-                                                       "hyperparameters, srm (see experiments/configs)")
-    train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out")
-    train.add_argument("--timesteps", type=int, default=None, help="override total_timesteps")
+    train.add_argument("--config", default=None, help="YAML: algorithm, seed, total_timesteps, n_envs, vec_env, env, "
+                                                      "hyperparameters, srm, checkpoint_every (see experiments/configs)")
+    train.add_argument("--out", default=None, help="run folder of a new run")
+    train.add_argument("--resume", default=None, metavar="RUN",
+                       help="continue the run folder RUN (after Ctrl-C, SIGTERM or a crash) up to its total_timesteps")
+    train.add_argument("--timesteps", type=int, default=None, help="override total_timesteps (extends a resumed run)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="deterministic evaluation of a run folder, model.zip or 'random'")
-    ev.add_argument("policy", help="a run folder, a model.zip, or 'random'")
+    ev = sub.add_parser("evaluate", help="deterministic evaluation of a run folder, model.zip or a heuristic")
+    ev.add_argument("policy", help="a run folder, a model.zip, or a heuristic: random, centre, srm_greedy")
     ev.add_argument("--task", default="synthetic-saliency")
     ev.add_argument("--data-root", default=None)
     ev.add_argument("--split", default="test")
@@ -99,6 +143,25 @@ def add_training_commands(sub: argparse._SubParsersAction) -> None:
     qs.add_argument("--num-images", type=int, default=None, help="training images per task")
     qs.add_argument("--test-images", type=int, default=None, help="test images per task")
     qs.set_defaults(func=cmd_quickstart)
+
+    bm = sub.add_parser("benchmark", help="policies x tasks x settings x seeds with the paper's metrics, tables, plots")
+    bm.add_argument("--config", required=True, help="benchmark YAML (see experiments/configs/bench_*.yaml)")
+    bm.add_argument("--out", required=True, help="output folder; rerunning resumes what it holds")
+    bm.add_argument("--quiet", action="store_true")
+    bm.set_defaults(func=cmd_benchmark)
+
+    env = bench_sub.add_parser("env", help="env steps/s: common approach, cached env, DummyVecEnv, batched env; "
+                                          "PPO rollout memory per observation mode")
+    env.add_argument("--backends", nargs="+", default=["lite", "sam"], choices=["lite", "sam"])
+    env.add_argument("--sizes", nargs="+", type=int, default=[1, 8, 32], help="batched env sizes")
+    env.add_argument("--dummy-sizes", nargs="+", type=int, default=[8, 32], help="DummyVecEnv sizes")
+    env.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    env.add_argument("--sam-checkpoint", default=None, help="default: random weights of --model-type")
+    env.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
+    env.add_argument("--episodes", type=int, default=2)
+    env.add_argument("--num-images", type=int, default=4)
+    env.add_argument("--json", default=None)
+    env.set_defaults(func=cmd_bench_env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from policies import PRESETS, SRMCallback, make_model
+from policies.training import make_training_env, resolve_config
 
 ENV_KWARGS = {"num_images": 1, "obs_size": 10, "max_prompts": 4, "task": "synthetic-shapes"}
 SHORT = {
@@ -39,6 +40,30 @@ def test_every_preset_trains_with_the_srm_callback(algorithm):
     assert any(not torch.equal(a, b) for a, b in zip(srm_before, trained))
     for e in env.envs:  # every env labels with the trained weights
         assert all(torch.equal(a, b) for a, b in zip(trained, weights(e.unwrapped.srm)))
+
+
+@pytest.mark.parametrize("algorithm", sorted(PRESETS))
+def test_every_preset_trains_on_the_batched_env_with_compact_observations(algorithm):
+    config = resolve_config({"vec_env": "batched", "n_envs": 2, "seed": 0, "env": {**ENV_KWARGS, "obs_mode": "compact"}})
+    env = make_training_env(config)
+    model = make_model(algorithm, env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL},
+                       **SHORT[algorithm])
+    before = weights(model.policy)
+    callback = SRMCallback(device="cpu")
+    model.learn(total_timesteps=32, callback=callback)
+    assert any(not torch.equal(a, b) for a, b in zip(before, weights(model.policy)))
+    assert callback.srm_steps == 16
+    shared = env.venv.envs[0].srm  # one SRM for the whole batch, holding the trained weights
+    assert all(torch.equal(a, b) for a, b in zip(weights(callback.srm), weights(shared)))
+    buffer = model.replay_buffer if algorithm == "dqn" else model.rollout_buffer
+    assert buffer.observations["mask"].shape[-2:] == (20, 20)  # masks stored, not embeddings
+    assert set(buffer.observations) == {"mask", "embedding_key"}
+
+
+def test_compact_observations_refuse_subprocess_workers():
+    config = resolve_config({"vec_env": "subproc", "env": {**ENV_KWARGS, "obs_mode": "compact"}})
+    with pytest.raises(ValueError, match="batched"):
+        make_training_env(config)
 
 
 def test_maskable_ppo_never_repeats_a_cell():

@@ -31,7 +31,7 @@ def test_train_resume_and_evaluate(tmp_path, config_file, capsys):
     assert list((run / "tb").rglob("events.out.tfevents.*"))
     assert main(["train", "--config", str(config_file), "--out", str(run), "--no-progress"]) == 2
     assert "already holds a trained run" in capsys.readouterr().err
-    assert main(["train", "--config", str(config_file), "--out", str(run), "--no-progress", "--resume"]) == 0
+    assert main(["train", "--resume", str(run), "--no-progress", "--timesteps", "128"]) == 0
     from stable_baselines3 import PPO
 
     assert PPO.load(run / "model.zip", device="cpu").num_timesteps == 128

@@ -50,6 +50,14 @@ def image_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def check_finite(embedding: ImageEmbedding, identity: str, digest: str) -> None:
+    """:raises ValueError: naming the backend and image if the features hold NaN or Inf."""
+    bad = int(np.size(embedding.features) - np.count_nonzero(np.isfinite(embedding.features)))
+    if bad:
+        raise ValueError(f"backend {identity} returned an embedding with {bad} NaN/Inf values for image {digest}; "
+                         "check the model weights and the image")
+
+
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(arrays):
@@ -113,6 +121,7 @@ class EmbeddingCache:
         else:
             self.misses += 1
             embedding = backend.encode(image)
+            check_finite(embedding, identity, digest)  # never cache a broken embedding
             self._store(identity, digest, embedding)
         return self._remember(key, embedding)
 
@@ -189,6 +198,8 @@ class EmbeddingCache:
                 problem = "checksum mismatch"
             elif "features" not in arrays:
                 problem = "no features"
+            elif not np.isfinite(arrays["features"]).all():
+                problem = "NaN/Inf in the features"
             if problem is None:
                 return ImageEmbedding(
                     features=arrays.pop("features").astype(np.float32),

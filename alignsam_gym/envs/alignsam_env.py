@@ -64,7 +64,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     ## Starting State
     ``reset`` draws an image of the split uniformly with ``self.np_random`` (or takes
     ``options["image_index"]``), then (``init_prompts="random_gt"``) one positive point uniformly
-    among the ground-truth foreground pixels and one negative point among the background pixels, or
+    among the ground-truth foreground pixels and one negative point among the background pixels
+    (an image whose mask is empty starts with the negative point only, an all-foreground one with
+    the positive point only; every step then earns -1, or +1), or
     (``"srm"``) the SRM's most and least confident cells, labelled positive and negative; decodes,
     and returns ``s_0``.
 
@@ -100,7 +102,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       explicit task without CLIP maps (no ``clip_checkpoint``) runs the implicit branch. The branch
       that runs is ``env.unwrapped.srm_branch``.
     - ``clip_checkpoint``: open_clip weights for the CLIP-Surgery maps (default
-      ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``).
+      ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``);
+      ``text_prompt``: the text of the CLIP maps, default the task's (set it for the ``folder`` task).
     - ``init_prompts``: ``"random_gt"`` (see Starting State).
     - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
     - ``obs_mode``: ``"full"`` (default, the paper's ``s_t``) or ``"compact"`` (see Observation Space).
@@ -134,6 +137,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         cache_dir: str | bool | None = None,
         clip_checkpoint: str | None = None,
         clip_model: str = "ViT-B-16",
+        text_prompt: str | None = None,
         grid_size: int = 10,
         image_size: int = 800,
         max_prompts: int = 15,
@@ -163,6 +167,10 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
         spec = get_task(task or DEFAULT_TASK)
         self.task = spec.name
+        if text_prompt is not None and (not isinstance(text_prompt, str) or not text_prompt.strip()):
+            raise ValueError(f"text_prompt must be a non-empty string, got {text_prompt!r}")
+        #: the text prompt of the CLIP maps: ``text_prompt`` or the task's (paper Table 6)
+        self.text_prompt = text_prompt or spec.text_prompt
         self.dataset = make_dataset(self.task, split, num_images, data_root)
         backend_kwargs = backend_arguments(backend, sam_checkpoint, sam_model_type, backend_kwargs)
         self.backend: PromptableSegmenter = shared_backend(backend, device=device, **backend_kwargs)
@@ -171,7 +179,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         if label_source == "clip" or clip_checkpoint is not None:
             from alignsam_gym.backends.clip_surgery import shared_clip_maps
 
-            self.clip_maps = shared_clip_maps(clip_checkpoint, spec.text_prompt, clip_model, device)
+            self.clip_maps = shared_clip_maps(clip_checkpoint, self.text_prompt, clip_model, device)
         self.grid_size, self.image_size, self.max_prompts = int(grid_size), int(image_size), int(max_prompts)
         self.label_source, self.init_prompts, self.render_mode = label_source, init_prompts, render_mode
 
@@ -216,7 +224,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             index = self.np_random.integers(len(self.dataset))
         self._image_index = int(index)
         self._image, self._mask, digest = prepared_sample(self.dataset, self._image_index, self.image_size)
-        self._embedding = self.cache.encode(self.backend, self._image, digest)
+        try:
+            self._embedding = self.cache.encode(self.backend, self._image, digest)
+        except ValueError as err:
+            name = self.dataset[self._image_index].name
+            raise ValueError(f"{self.task} image {name!r} (index {self._image_index}): {err}") from err
         if self.obs_mode == "compact":
             self._embedding_key = compact.embedding_key(self.backend.identity, digest)
             compact.publish(self._embedding_key, self._embedding.features)
@@ -230,13 +242,17 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         #: ``(h, w) float32`` SRM target: the foreground fraction of each embedding cell
         self._srm_target = cv2.resize(self._mask.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
 
-        if self.init_prompts == "random_gt":
-            self._points = [self._random_pixel(self._mask), self._random_pixel(~self._mask)]
+        if self.init_prompts == "random_gt":  # an empty or all-foreground mask has only one kind of point
+            self._points, self._labels = [], []
+            for region, label in ((self._mask, 1), (~self._mask, 0)):
+                if region.any():
+                    self._points.append(self._random_pixel(region))
+                    self._labels.append(label)
         else:  # the SRM's most and least confident positions on the unmasked embedding
             prob = self._srm_probability(self._embedding.features)
             self._points = [self._cell_centre(int(prob.argmax()), prob.shape),
                             self._cell_centre(int(prob.argmin()), prob.shape)]
-        self._labels = [1, 0]
+            self._labels = [1, 0]
         self._prompted = np.zeros(self.action_space.n, dtype=bool)
         self._steps_left = self.max_prompts
         self._set_logits(self.backend.decode(self._embedding, *self._prompt_arrays()))
@@ -291,7 +307,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             return None
         if self._embedding is None:
             raise RuntimeError("call reset() before render()")
-        num = len(self._points) - 2
+        num = self.max_prompts - self._steps_left
         caption = f"prompt {num}/{self.max_prompts}  IoU {self._iou:.2f}"
         return render_frame(self._image, self._prob > 0.5, self._mask, np.array(self._points),
                             np.array(self._labels), self.image_size // 2, caption)
@@ -349,6 +365,19 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         """Load new SRM weights (the callback pushes them to every env, in any process)."""
         self.srm.load_state_dict(state_dict)
         self.srm.eval()
+
+    def srm_scores(self) -> np.ndarray:
+        """``(grid_size**2,) float32``: the SRM's foreground probability on the current state at each
+        action point (read like a label), for SRM-greedy prompting."""
+        if self._embedding is None:
+            raise RuntimeError("call reset() before srm_scores()")
+        prob = self._srm_probability(self._state)
+        return np.array([sample_bilinear(prob, p, self.image_size) for p in self.action_points], dtype=np.float32)
+
+    @property
+    def target_mask(self) -> np.ndarray:
+        """``(h_m, w_m) bool``: the ground truth at the mask's resolution (what ``info["iou"]`` compares with)."""
+        return self._mask_lowres.copy()
 
     def action_masks(self) -> np.ndarray:
         """``(grid_size**2,) bool``: True for cells the agent has not prompted yet this episode
