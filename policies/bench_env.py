@@ -7,7 +7,9 @@ All in one process and one run, so the ratios compare like with like. Per backen
   reset and ``decode`` at every step, no cache;
 - ``single_cached``: one ``AlignSAMEnv`` with every embedding in the cache;
 - ``dummy_N``: N single envs in SB3's ``DummyVecEnv`` (stepped one after another);
-- ``batched_N``: ``AlignSAMVecEnv`` with N envs (one SRM forward and one batched decode per step).
+- ``batched_N``: ``AlignSAMVecEnv`` with N envs (one SRM forward and one ``decode_batch`` per step:
+  a batched decoder forward on CUDA, one decode after another on CPU; ``batched_decoder_forward``
+  says which ran).
 
 Each is timed over whole episodes (reset + ``max_prompts`` steps) after a warm-up episode:
 env-steps per second (N envs x steps / time) and milliseconds per episode (time per env-episode).
@@ -120,6 +122,7 @@ def _vec_timing(vec_env: Any, episodes: int, max_prompts: int, seed: int) -> dic
 def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[int, ...] = (1, 8, 32),
                       dummy_sizes: tuple[int, ...] = (8, 32), model_type: str = "vit_b",
                       sam_checkpoint: str | None = None, devices: tuple[str, ...] | None = None, episodes: int = 2,
+                      lite_episodes: int = 10,
                       max_prompts: int = 15, num_images: int = 4, task: str = "synthetic-saliency",
                       rollout_envs: int = 4, progress: bool = True) -> dict[str, Any]:
     """Run every configuration and return a JSON-ready dict (see the module docstring)."""
@@ -139,6 +142,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
             checkpoint = str(Path(tmp) / f"random_{model_type}.pth")
             torch.save(build_sam(OFFICIAL_ARCHITECTURES[model_type]).state_dict(), checkpoint)
         for backend in backends:
+            backend_episodes = lite_episodes if backend == "lite" else episodes  # lite episodes are short: more of them
             for device in devices:
                 kwargs: dict[str, Any] = {"task": task, "num_images": num_images, "max_prompts": max_prompts,
                                           "backend": backend, "device": device, "cache_dir": str(Path(tmp) / "cache")}
@@ -152,22 +156,23 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
                         print(f"{backend:4s} {device:4s} {name:14s} {timing['steps_per_s']:9.2f} steps/s "
                               f"{timing['ms_per_episode']:10.1f} ms/episode", flush=True)
 
-                record("common", _common_approach(backend, kwargs, checkpoint, device, episodes, max_prompts))
+                record("common", _common_approach(backend, kwargs, checkpoint, device, backend_episodes, max_prompts))
                 single = gym.make(ENV_ID, **kwargs)
+                row["batched_decoder_forward"] = bool(getattr(single.unwrapped.backend, "batch_decode", False))
                 for i in range(num_images):  # every embedding into the cache (and the memory LRU)
                     single.reset(options={"image_index": i})
                 rng = np.random.default_rng(0)
                 record("single_cached", _time_episodes(
                     lambda episode: single.reset(seed=max(episode, 0)),
-                    lambda: single.step(int(rng.integers(single.action_space.n))), episodes, max_prompts, 1))
+                    lambda: single.step(int(rng.integers(single.action_space.n))), backend_episodes, max_prompts, 1))
                 single.close()
                 for n in dummy_sizes:
                     dummy = make_vec_env(ENV_ID, n_envs=n, env_kwargs=kwargs, vec_env_cls=DummyVecEnv)
-                    record(f"dummy_{n}", _vec_timing(dummy, episodes, max_prompts, seed=0))
+                    record(f"dummy_{n}", _vec_timing(dummy, backend_episodes, max_prompts, seed=0))
                     dummy.close()
                 for n in sizes:
                     batched = AlignSAMVecEnv(n, **kwargs)
-                    record(f"batched_{n}", _vec_timing(batched, episodes, max_prompts, seed=0))
+                    record(f"batched_{n}", _vec_timing(batched, backend_episodes, max_prompts, seed=0))
                     batched.close()
                 for n in dummy_sizes:
                     if f"batched_{n}" in row:
@@ -180,6 +185,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
         memory = rollout_memory(task=task, num_images=num_images, n_envs=rollout_envs, progress=progress)
     return {
         "benchmark": "env-throughput", "task": task, "max_prompts": max_prompts, "episodes": episodes,
+        "lite_episodes": lite_episodes,
         "num_images": num_images, "torch_threads": torch.get_num_threads(), "results": results,
         "rollout_memory": memory,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),

@@ -81,6 +81,7 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     result = run_env_benchmark(backends=tuple(args.backends), sizes=tuple(args.sizes), dummy_sizes=tuple(args.dummy_sizes),
                                model_type=args.model_type, sam_checkpoint=args.sam_checkpoint,
                                devices=tuple(args.devices) if args.devices else None, episodes=args.episodes,
+                               lite_episodes=args.lite_episodes,
                                num_images=args.num_images)
     result["command"] = "alignsam " + " ".join(sys.argv[1:])
     print()
@@ -158,7 +159,8 @@ def add_training_commands(sub: argparse._SubParsersAction, bench_sub: argparse._
     env.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     env.add_argument("--sam-checkpoint", default=None, help="default: random weights of --model-type")
     env.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
-    env.add_argument("--episodes", type=int, default=2)
+    env.add_argument("--episodes", type=int, default=2, help="timed episodes per configuration (SAM)")
+    env.add_argument("--lite-episodes", type=int, default=10, help="timed episodes per configuration (lite)")
     env.add_argument("--num-images", type=int, default=4)
     env.add_argument("--json", default=None)
     env.set_defaults(func=cmd_bench_env)

@@ -162,7 +162,7 @@ def test_compact_lookup_names_the_problem():
 
 @pytest.fixture(scope="module")
 def tiny_sam(tiny_sam_checkpoint) -> SamBackend:
-    return SamBackend(tiny_sam_checkpoint, device="cpu", decoder_cache_size=1)
+    return SamBackend(tiny_sam_checkpoint, device="cpu", decoder_cache_size=1, batch_decode=True)
 
 
 def test_sam_decode_batch_equals_decode_one_by_one(tiny_sam):

@@ -3,8 +3,9 @@
 All N envs share one backend instance (one model in memory, one GPU), one embedding cache and one
 SRM. A step runs each phase for all envs at once: validate the N actions, label the N new prompts
 with one SRM forward over the N states, decode the N prompt sets with one
-:meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_batch` call (one batched decoder
-forward per prompt count for SAM), then form the N new states. Each env keeps its own
+:meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_batch` call (for SAM on CUDA one
+batched decoder forward per prompt count; on CPU one decode after another, which measured faster
+there), then form the N new states. Each env keeps its own
 ``np_random``, so env ``i`` reset with seed ``s + i`` gives the same episode as a single
 ``AlignSAMEnv`` reset with that seed.
 
