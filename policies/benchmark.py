@@ -34,11 +34,15 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
+import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 
 from alignsam_gym import __version__
@@ -198,7 +202,9 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                                       f"{branch} T={max_prompts}: mIoU {record['miou']:.3f}, foreground rate "
                                       f"{record['foreground_rate']:.3f} ({record['wall_s']:.0f} s)", flush=True)
     report = {"config": config, "results": records, "wall_s_this_session": round(time.perf_counter() - start, 1),
-              "package_version": __version__}
+              "package_version": __version__, "command": "alignsam " + " ".join(sys.argv[1:]),
+              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     write_json(results_file, report)
     from policies.benchmark_report import write_report
 

@@ -124,3 +124,16 @@ def test_ccp_env_episode(make_env, ccp_root):
     assert obs.shape == (432, 20, 20)
     _, reward, _, _, info = env.step(45)
     assert reward in (-1.0, 1.0) and 0 <= info["iou"] <= 1
+
+
+def test_ccp_label_values_beyond_the_class_list_name_the_file(ccp_root, tmp_path):
+    root = tmp_path / "ccp"
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(ccp_root / "labels.txt", root)
+    shutil.copy(ccp_root / "images" / "0001.jpg", root / "images")
+    label = cv2.imread(str(ccp_root / "labels" / "0001.png"), cv2.IMREAD_UNCHANGED)
+    label[0, 0] = 250  # CCP has 59 classes
+    cv2.imwrite(str(root / "labels" / "0001.png"), label)
+    with pytest.raises(ValueError, match=r"0001\.png: unexpected mask values \[250\]; CCP labels index the 59 classes"):
+        CCPDataset(root)[0]
