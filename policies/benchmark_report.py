@@ -42,6 +42,34 @@ def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = 
             f"{extra}; mean ± standard deviation over seeds.{note}")
 
 
+def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
+    """One plain sentence per task and learned policy: where its mean mIoU and foreground rate are
+    above each heuristic's, and where not, with the numbers."""
+    from alignsam_gym.heuristics import HEURISTICS
+
+    learned = [p for p in policies if p not in HEURISTICS]
+    baselines = [p for p in policies if p in HEURISTICS]
+    lines = []
+    for task in tasks:
+        for policy in learned:
+            if not groups.get((task, policy)):
+                continue
+            mine = {m: float(np.mean([r[m] for r in groups[(task, policy)]])) for m in ("miou", "foreground_rate")}
+            above, below = [], []
+            for base in baselines:
+                if not groups.get((task, base)):
+                    continue
+                theirs = {m: float(np.mean([r[m] for r in groups[(task, base)]])) for m in mine}
+                for metric, name in (("miou", "mIoU"), ("foreground_rate", "foreground rate")):
+                    text = f"{base}'s {name} ({mine[metric]:.3f} vs {theirs[metric]:.3f})"
+                    (above if mine[metric] > theirs[metric] else below).append(text)
+            sentence = f"- `{task}`, `{policy}`: "
+            sentence += ("above " + ", ".join(above)) if above else "above no baseline"
+            sentence += ("; **not above** " + ", ".join(below) + "." if below else ".")
+            lines.append(sentence)
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, records = report["config"], report["results"]
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -56,6 +84,9 @@ def markdown(report: dict[str, Any]) -> str:
     main = [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
             and r["max_prompts"] == main_t]
     groups = _group(main, "task", "policy")
+    findings = _findings(groups, tasks, policies)
+    if findings:
+        parts += ["## Findings", "", *findings, ""]
     for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
         rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
                        for t in tasks] for p in policies]
@@ -96,7 +127,8 @@ def markdown(report: dict[str, Any]) -> str:
                           for n in ts] for t in tasks for p in policies]
         parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
                   _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
-    parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.png`.", ""]
+    parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
+              "(the first test episode of each policy, seed 0, after 0, 1, 3, 7 and 15 prompts).", ""]
     return "\n".join(parts)
 
 
@@ -164,8 +196,9 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
         if rows:
             width = max(r.shape[1] for r in rows)
             rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
-            path = plots / f"frames_{task}.png"
-            cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+            path = plots / f"frames_{task}.jpg"  # photographs: JPEG is a tenth of the PNG
+            cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR),
+                        [cv2.IMWRITE_JPEG_QUALITY, 85])
             written.append(path)
     return written
 

@@ -41,8 +41,9 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     md = (out / "results.md").read_text()
     assert "Backend `lite`, label source `srm`" in md and "not comparable with the paper's SAM numbers" in md
     assert "mIoU by label source" in md and "mIoU by prompt budget" in md
+    assert "## Findings" in md and "`synthetic-shapes`, `ppo`: " in md  # a plain sentence per learned policy
     plots = {p.name for p in (out / "plots").iterdir()}
-    assert {"iou_vs_prompts_synthetic-shapes.png", "foreground_rate.png", "frames_synthetic-shapes.png"} <= plots
+    assert {"iou_vs_prompts_synthetic-shapes.png", "foreground_rate.png", "frames_synthetic-shapes.jpg"} <= plots
     capsys.readouterr()
     # rerunning resumes: nothing is evaluated or trained again
     assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
