@@ -185,7 +185,11 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0 if report["registry"] or report["sam_model_type"] else 1
 
 
-def build_parser(extend: Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None] | None = None) -> argparse.ArgumentParser:
+#: ``extend(commands, bench_commands)``: adds subcommands (the SB3 plugin's) at the top level and under ``bench``
+Extension = Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None]
+
+
+def build_parser(extend: Extension | None = None) -> argparse.ArgumentParser:
     """The parser of the env-side commands; ``extend(commands, bench_commands)`` adds more (the SB3
     plugin's), top-level and under ``bench``."""
     parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
@@ -259,7 +263,7 @@ def build_parser(extend: Callable[[argparse._SubParsersAction, argparse._SubPars
 
 
 def main(argv: Sequence[str] | None = None,
-         extend: Callable[[argparse._SubParsersAction, argparse._SubParsersAction], None] | None = None) -> int:
+         extend: Extension | None = None) -> int:
     parser = build_parser(extend)
     args = parser.parse_args(argv)
     if getattr(args, "action", None) in ("download", "verify") and not args.target:

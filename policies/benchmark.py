@@ -121,8 +121,8 @@ def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out
     """Train (or finish, or reuse) the run of ``algorithm`` on ``task`` with ``seed``."""
     run = out / "runs" / f"{task}-{algorithm}-seed{seed}"
     settings = config["train"]
-    env = {**config["env"], **settings.get("env", {}), "task": task, "num_images": settings["num_images"], "backend": config["backend"],
-           "backend_kwargs": config["backend_kwargs"]}
+    env = {**config["env"], **settings.get("env", {}), "task": task, "num_images": settings["num_images"],
+           "backend": config["backend"], "backend_kwargs": config["backend_kwargs"]}
     root = _data_root(config, task)
     if root is not None:
         env["data_root"] = root
@@ -160,7 +160,8 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         for seed in config["seeds"]:
             runs = {algorithm: _train_run(config, task, algorithm, seed, out) for algorithm in trained}
             srm_run = runs[trained[0]] if trained else None
-            srm = load_srm_weights(srm_run / "srm.pt") if srm_run is not None and (srm_run / "srm.pt").is_file() else None
+            has_srm = srm_run is not None and (srm_run / "srm.pt").is_file()
+            srm = load_srm_weights(srm_run / "srm.pt") if has_srm else None
             for policy in config["policies"]:
                 source = str(runs[policy]) if policy in runs else policy
                 run_dir = Path(source) if policy not in HEURISTICS else srm_run

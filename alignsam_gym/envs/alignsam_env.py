@@ -90,8 +90,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       memory only.
     - ``grid_size`` (10), ``image_size`` (800), ``max_prompts`` (15).
     - ``label_source``: where each prompt's label comes from. ``"srm"`` (default, the paper's): the
-      env's SRM on the current state at the point (bilinear between cells), thresholded at 0.5 (a standalone env owns an untrained SRM;
-      the SB3 plugin's callback trains it and pushes the weights with ``set_srm_weights``);
+      env's SRM on the current state, read at the point (bilinear between cells) and thresholded at
+      0.5 (a standalone env owns an untrained SRM; the SB3 plugin's callback trains it and pushes
+      the weights with ``set_srm_weights``);
       ``"gt"``: the true label at the point (oracle); ``"positive"``: every prompt positive (the
       paper's "w/o SRM"); ``"last_mask"``: the previous mask at the point; ``"clip"``: the
       CLIP-Surgery map of the task's text prompt at the point, thresholded at 0.5 (RL+SCLIP).
