@@ -1,0 +1,27 @@
+"""The env throughput and soak benchmarks on tiny settings: every configuration runs and reports."""
+
+from __future__ import annotations
+
+from alignsam_gym.bench.soak import run_soak
+from policies.bench_env import run_env_benchmark
+
+
+def test_env_benchmark_reports_every_configuration():
+    result = run_env_benchmark(backends=("lite",), sizes=(1, 2), dummy_sizes=(2,), episodes=1, lite_episodes=1,
+                               num_images=1, max_prompts=2, rollout_envs=1, progress=False)
+    (row,) = result["results"]
+    for name in ("common", "single_cached", "dummy_2", "batched_1", "batched_2"):
+        assert row[name]["steps_per_s"] > 0 and row[name]["ms_per_episode"] > 0 and len(row[name]["episode_s"]) == 1
+    assert row["batched_2_over_dummy_2"] > 0 and row["batched_decoder_forward"] is False
+    memory = result["rollout_memory"]
+    assert memory["compact"]["rollout_buffer_observation_bytes"] * 100 < memory["full"]["rollout_buffer_observation_bytes"]
+    assert 0 < memory["compact_over_full_peak"] < 0.25
+
+
+def test_soak_reports_memory_and_files_per_round():
+    result = run_soak(rounds=3, warmup=1, episodes=1, num_envs=2, tasks=("synthetic-shapes",), num_images=1,
+                      max_prompts=3, progress=False)
+    assert [s["round"] for s in result["samples"]] == [0, 1, 2]
+    assert result["env_steps"] == 3 * 3 * 2
+    assert all(s["rss_mib"] > 0 and s["open_files"] > 0 for s in result["samples"])
+    assert abs(result["open_files_growth_after_warmup"]) <= 2
