@@ -1,8 +1,9 @@
 """Training and evaluation runs: one config in, a run folder out (CleanRL-style, readable top to bottom).
 
-A run folder holds ``config.yaml`` (the resolved config), ``model.zip`` (the SB3 model), ``srm.pt``
-(the SRM callback's state) and ``tb/`` (TensorBoard logs: SB3's metrics plus ``srm/loss`` and
-``srm/iou``).
+A run folder holds ``config.yaml`` (the resolved config), ``train_images.txt`` (the names of the
+training images, the seeded few-shot subset), ``model.zip`` (the SB3 model), ``srm.pt`` (the SRM
+callback's state), ``state.json`` and ``rng.pt`` (step count, random states) and ``tb/`` (TensorBoard
+logs: SB3's metrics plus ``srm/loss`` and ``srm/iou``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
     if resume and done is not None:
         config = {**config, "seed": config["seed"] + done}  # fresh episodes, not the first ones again
     env = make_training_env(config)
+    dataset = env.get_attr("dataset", indices=[0])[0]  # the few-shot training subset, recorded with the run
+    _write_text(out / "train_images.txt", "\n".join(dataset.names) + "\n")
     callback = None
     if config["srm"]["enabled"]:
         srm = config["srm"]
@@ -140,6 +143,12 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
         print(f"stopped by signal {signal.Signals(checkpoint.stop_signal).name} at step {model.num_timesteps}; "
               f"continue with: alignsam train --resume {out}", flush=True)
     return out
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def read_run_config(run: str | Path) -> dict[str, Any]:

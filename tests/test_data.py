@@ -137,3 +137,13 @@ def test_ccp_label_values_beyond_the_class_list_name_the_file(ccp_root, tmp_path
     cv2.imwrite(str(root / "labels" / "0001.png"), label)
     with pytest.raises(ValueError, match=r"0001\.png: unexpected mask values \[250\]; CCP labels index the 59 classes"):
         CCPDataset(root)[0]
+
+
+def test_subset_seed_picks_the_few_shot_subset(make_env, ccp_root):
+    a = make_env(task="ccp-person", data_root=str(ccp_root), num_images=5).unwrapped.dataset.names
+    b = make_env(task="ccp-person", data_root=str(ccp_root), num_images=5, subset_seed=1).unwrapped.dataset.names
+    assert len(a) == len(b) == 5 and a != b
+    assert make_env(task="ccp-person", data_root=str(ccp_root), split="test", subset_seed=1).unwrapped.dataset.names \
+        == CCPDataset(ccp_root, split="test").names  # the test split is always whole
+    with pytest.raises(ValueError, match="subset_seed must be an integer >= 0"):
+        make_env(subset_seed=-1)

@@ -25,7 +25,8 @@ def config_file(tmp_path):
 def test_train_resume_and_evaluate(tmp_path, config_file, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(run), "--no-progress"]) == 0
-    assert {"model.zip", "srm.pt", "config.yaml", "tb"} <= {p.name for p in run.iterdir()}
+    assert {"model.zip", "srm.pt", "config.yaml", "tb", "train_images.txt"} <= {p.name for p in run.iterdir()}
+    assert (run / "train_images.txt").read_text().split() == ["synthetic-shapes/train/0000"]
     resolved = yaml.safe_load((run / "config.yaml").read_text())
     assert resolved["srm"]["enabled"] is True and resolved["vec_env"] == "dummy"  # defaults filled in
     assert list((run / "tb").rglob("events.out.tfevents.*"))

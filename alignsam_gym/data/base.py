@@ -40,6 +40,11 @@ class SegmentationDataset(abc.ABC):
     @abc.abstractmethod
     def __getitem__(self, index: int) -> Sample: ...
 
+    @property
+    def names(self) -> list[str]:
+        """Every sample's name, in order (subclasses answer without loading the images)."""
+        return [self[i].name for i in range(len(self))]
+
     def _check_index(self, index: int) -> int:
         if not 0 <= index < len(self):
             raise IndexError(f"{self.task}: index {index} out of range for {len(self)} images")

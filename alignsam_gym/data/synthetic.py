@@ -230,6 +230,11 @@ class SyntheticDataset(SegmentationDataset):
         self.task = f"synthetic-{kind}"
         self._samples: dict[int, Sample] = {}
 
+    @property
+    def names(self) -> list[str]:
+        """The sample names, without generating the images."""
+        return [f"{self.task}/{self.split}/{index:04d}" for index in range(len(self))]
+
     def __len__(self) -> int:
         return self.num_images
 

@@ -79,7 +79,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     ## Arguments
     - ``task``: task name (see ``alignsam_gym.data.tasks``); default ``"synthetic-saliency"``.
     - ``data_root``: dataset folder, for file-based tasks only.
-    - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50).
+    - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50; for
+      file-based tasks the size of the few-shot training subset, drawn with ``subset_seed`` (0);
+      their test split is always whole).
     - ``backend``: registered segmenter name: ``"lite"`` (embedded default) or ``"sam"``.
       ``sam_checkpoint``: SAM checkpoint path (default ``$ALIGNSAM_SAM_CHECKPOINT``);
       ``sam_model_type``: ``vit_b``/``vit_l``/``vit_h`` to insist on (default: read from the file).
@@ -131,6 +133,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         data_root: str | None = None,
         split: str = "train",
         num_images: int = 50,
+        subset_seed: int = 0,
         backend: str = "lite",
         sam_checkpoint: str | None = None,
         sam_model_type: str | None = None,
@@ -172,7 +175,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"text_prompt must be a non-empty string, got {text_prompt!r}")
         #: the text prompt of the CLIP maps: ``text_prompt`` or the task's (paper Table 6)
         self.text_prompt = text_prompt or spec.text_prompt
-        self.dataset = make_dataset(self.task, split, num_images, data_root)
+        _check_int("subset_seed", subset_seed, 0)
+        self.dataset = make_dataset(self.task, split, num_images, data_root, int(subset_seed))
         backend_kwargs = backend_arguments(backend, sam_checkpoint, sam_model_type, backend_kwargs)
         self.backend: PromptableSegmenter = shared_backend(backend, device=device, **backend_kwargs)
         self.cache = shared_cache(cache_dir)
