@@ -83,7 +83,7 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
     config = copy.deepcopy(DEFAULTS)
-    for key, value in raw.items():
+    for key, value in copy.deepcopy(raw).items():
         config[key] = {**config[key], **value} if isinstance(config[key], dict) and isinstance(value, dict) else value
     for key in ("tasks", "seeds", "policies", "label_sources", "branches", "max_prompts"):
         if not isinstance(config[key], list) or not config[key]:
@@ -149,7 +149,14 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     results_file = out / "results.json"
     records: list[dict[str, Any]] = []
     if results_file.is_file():
-        records = json.loads(results_file.read_text()).get("results", [])
+        try:
+            previous = json.loads(results_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{results_file}: unreadable ({err}); move it away to start over") from err
+        if previous.get("config") != config:
+            raise ValueError(f"{results_file} holds a benchmark of another config; choose another --out (or "
+                             "restore that config) so its records are not mixed with new ones")
+        records = previous.get("results", [])
     done = {_record_key(r) for r in records}
     trained = [p for p in config["policies"] if p in PRESETS]
     start = time.perf_counter()

@@ -36,7 +36,8 @@ class AlignSAMPolicy(ActorCriticPolicy):
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", SpatialEmbeddingExtractor)
-        extractor_kwargs = kwargs.setdefault("features_extractor_kwargs", {})
+        extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})  # never change the caller's dict
+        kwargs["features_extractor_kwargs"] = extractor_kwargs
         grid = int(round(action_space.n ** 0.5))
         if grid * grid != action_space.n:
             raise ValueError(f"AlignSAMPolicy needs a square action grid, got Discrete({action_space.n})")

@@ -49,7 +49,7 @@ def resolve_config(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(DEFAULT_CONFIG)}")
     resolved = copy.deepcopy(DEFAULT_CONFIG)
-    for key, value in config.items():
+    for key, value in copy.deepcopy(config).items():  # the caller's dicts stay the caller's
         if isinstance(resolved.get(key), dict) and isinstance(value, dict):
             resolved[key] = {**resolved[key], **value}
         else:

@@ -48,6 +48,9 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     # rerunning resumes: nothing is evaluated or trained again
     assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["results"] == records
+    config.write_text(yaml.safe_dump({**TINY, "episodes": 3}))
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 2
+    assert "holds a benchmark of another config" in capsys.readouterr().err
 
 
 def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):

@@ -122,3 +122,10 @@ def test_save_load_resume(tmp_path):
     assert fresh.srm_steps == 16
     with pytest.raises(RuntimeError, match="before training started"):
         SRMCallback().save(tmp_path / "x.pt")
+
+
+def test_policy_kwargs_of_the_caller_are_not_changed():
+    env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs=ENV_KWARGS)
+    kwargs = {"features_extractor_kwargs": {"channels": 16}}
+    make_model("ppo", env, device="cpu", policy_kwargs=kwargs, n_steps=16, batch_size=16)
+    assert kwargs == {"features_extractor_kwargs": {"channels": 16}}  # AlignSAMPolicy adds "grid" to its own copy
