@@ -145,7 +145,6 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     config = resolve_benchmark_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     results_file = out / "results.json"
     records: list[dict[str, Any]] = []
     if results_file.is_file():
@@ -157,6 +156,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
             raise ValueError(f"{results_file} holds a benchmark of another config; choose another --out (or "
                              "restore that config) so its records are not mixed with new ones")
         records = previous.get("results", [])
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # after the check: never overwritten
     done = {_record_key(r) for r in records}
     trained = [p for p in config["policies"] if p in PRESETS]
     start = time.perf_counter()

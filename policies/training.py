@@ -108,7 +108,7 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
     if resume and not (out / "model.zip").is_file():
         raise FileNotFoundError(f"{out}: no model.zip to resume")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    _write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     done = restore_random_state(out) if resume else None
     if resume and done is not None:
         config = {**config, "seed": config["seed"] + done}  # fresh episodes, not the first ones again

@@ -51,6 +51,7 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     config.write_text(yaml.safe_dump({**TINY, "episodes": 3}))
     assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 2
     assert "holds a benchmark of another config" in capsys.readouterr().err
+    assert yaml.safe_load((out / "config.yaml").read_text())["episodes"] == 2  # the record of the run stays
 
 
 def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
