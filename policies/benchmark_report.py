@@ -10,6 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from alignsam_gym.metrics import class_mean_iou
+
 DISCLAIMER = ("Numbers from the embedded backend (`lite`: EfficientNet-Lite0 + superpixel random walker) are "
               "not comparable with the paper's SAM numbers.")
 
@@ -92,6 +94,12 @@ def markdown(report: dict[str, Any]) -> str:
                        for t in tasks] for p in policies]
         parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "", _table(["policy"] + tasks, rows), ""]
 
+    voc = [t for t in tasks if t.startswith("voc-")]
+    if len(voc) > 1:  # Pascal VOC's convention: the mean over classes of each class's mIoU
+        rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",
+                 str(sum(1 for t in voc if groups.get((t, p))))] for p in policies]
+        parts += [_caption(config, "Pascal VOC class-mean mIoU over the voc-<class> tasks.", main_source,
+                           f", T = {main_t}"), "", _table(["policy", "class-mean mIoU", "classes"], rows), ""]
     rows = []
     for t in tasks:
         for p in policies:

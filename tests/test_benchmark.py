@@ -88,3 +88,16 @@ def test_heuristics_choose_unprompted_cells(make_env):
         assert inner.action_masks()[choose("random", inner, rng)]
     with pytest.raises(ValueError, match="unknown heuristic policy 'oracle'"):
         choose("oracle", inner, rng)
+
+
+def test_voc_tasks_get_a_class_mean_table():
+    from policies.benchmark import resolve_benchmark_config
+    from policies.benchmark_report import markdown
+
+    config = resolve_benchmark_config({"tasks": ["voc-cat", "voc-dog"], "seeds": [0, 1], "policies": ["random"]})
+    base = {"policy": "random", "label_source": "srm", "branch": "default", "max_prompts": 15, "foreground_rate": 0.5,
+            "f_beta": 0.5, "f_adaptive": 0.5, "e_measure": 0.5, "mae": 0.1, "ber_dataset": 10.0, "iou_curve": [0.1]}
+    records = [{**base, "task": "voc-cat", "seed": 0, "miou": 0.2}, {**base, "task": "voc-cat", "seed": 1, "miou": 0.4},
+               {**base, "task": "voc-dog", "seed": 0, "miou": 0.9}]
+    md = markdown({"config": config, "results": records})
+    assert "| random | 0.600 | 2 |" in md  # mean of the class means 0.3 and 0.9
