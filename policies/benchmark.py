@@ -132,7 +132,7 @@ def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out
     if (run / "state.json").is_file():
         done = json.loads((run / "state.json").read_text()).get("num_timesteps", 0)
     if done < settings["total_timesteps"]:
-        train(run_config, run, resume=(run / "model.zip").is_file())
+        train(run_config, run, resume=(run / "model.zip").is_file(), verbose=False)
     return run
 
 

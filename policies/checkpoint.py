@@ -137,8 +137,9 @@ class RunCheckpoint(BaseCallback):
     (Ctrl-C twice interrupts at once). Handlers are installed only in the main thread.
     """
 
-    def __init__(self, out: str | Path, every: int | None = None, srm_callback: Any | None = None) -> None:
-        super().__init__()
+    def __init__(self, out: str | Path, every: int | None = None, srm_callback: Any | None = None,
+                 verbose: int = 0) -> None:
+        super().__init__(verbose)
         if every is not None and every < 1:
             raise ValueError(f"checkpoint_every must be at least 1 env step or None, got {every}")
         self.out, self.every, self.srm_callback = Path(out), every, srm_callback
@@ -154,6 +155,10 @@ class RunCheckpoint(BaseCallback):
                 self._previous[sig] = signal.signal(sig, self._request_stop)
         except ValueError:  # not the main thread: no handlers, schedule only
             self._previous.clear()
+        if self.verbose:
+            when = f"every {self.every} env steps, " if self.every else ""
+            signals = "on SIGINT/SIGTERM" if self._previous else "(no signal handlers outside the main thread)"
+            print(f"checkpoints to {self.out}: {when}at the end and {signals}", flush=True)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stop_signal = signum

@@ -40,7 +40,7 @@ def run_quickstart(out: str | Path, tasks: tuple[str, ...] = SYNTHETIC_TASKS, se
             config = {"algorithm": "ppo", "seed": seed, "total_timesteps": timesteps, "n_envs": QUICKSTART["n_envs"],
                       "env": {"task": task, "num_images": num_images, "obs_size": QUICKSTART["obs_size"]}}
             t0 = time.perf_counter()
-            train(config, run_dir)
+            train(config, run_dir, verbose=False)
             train_s = time.perf_counter() - t0
             eval_env = {"task": task, "split": "test", "num_images": test_images,
                         "obs_size": QUICKSTART["obs_size"], "init_prompts": "srm", "label_source": "srm"}

@@ -91,7 +91,8 @@ def make_training_env(config: dict[str, Any]):
                         vec_env_cls=SubprocVecEnv if config["vec_env"] == "subproc" else DummyVecEnv)
 
 
-def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False) -> Path:
+def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False,
+          verbose: bool = True) -> Path:
     """Train ``config`` into the run folder ``out``, or with ``resume`` continue the run there until its
     ``total_timesteps``.
 
@@ -99,7 +100,8 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
     end, and when SIGINT or SIGTERM arrives (training then stops cleanly after the current step). A
     resumed run loads the model, SRM, optimiser states, step counter and random states, and logs to
     the same TensorBoard curve from the step where it stopped; its envs are reseeded with
-    ``seed + steps done`` (an episode cut by the interruption is not replayed).
+    ``seed + steps done`` (an episode cut by the interruption is not replayed). ``verbose`` prints
+    where and when checkpoints go.
     """
     config = resolve_config(config)
     out = Path(out)
@@ -129,7 +131,7 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
         model = make_model(config["algorithm"], env, device=config["device"], seed=config["seed"],
                            tensorboard_log=str(out / "tb"), **config["hyperparameters"])
     remaining = config["total_timesteps"] - model.num_timesteps
-    checkpoint = RunCheckpoint(out, config["checkpoint_every"], callback)
+    checkpoint = RunCheckpoint(out, config["checkpoint_every"], callback, verbose=int(verbose))
     callbacks = [c for c in (callback, checkpoint) if c is not None]
     try:
         if remaining > 0:

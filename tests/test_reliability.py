@@ -185,12 +185,16 @@ def test_a_signal_stops_training_with_a_checkpoint_and_resume_continues_the_curv
     proc = subprocess.Popen([sys.executable, "-m", "policies.cli", "train", "--config", str(tmp_path / "run.yaml"),
                              "--out", str(run), "--no-progress"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while not list(run.rglob("events.out.tfevents.*")) and time.time() < deadline:
-        time.sleep(0.5)  # training has started once TensorBoard writes
-    time.sleep(3)
+    lines = []
+    for line in proc.stdout:  # the handlers are installed when this line is printed
+        lines.append(line)
+        if line.startswith("checkpoints to"):
+            break
+    assert "on SIGINT/SIGTERM" in lines[-1], "".join(lines)
+    time.sleep(2)  # some training steps
     proc.send_signal(sig)
-    output, _ = proc.communicate(timeout=300)
+    rest, _ = proc.communicate(timeout=300)
+    output = "".join(lines) + rest
     assert proc.returncode == 0, output
     assert f"stopped by signal {signal.Signals(sig).name}" in output and f"--resume {run}" in output
     stopped_at = json.loads((run / "state.json").read_text())["num_timesteps"]
