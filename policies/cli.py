@@ -46,15 +46,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                   "init_prompts": args.init_prompts, "label_source": args.label_source}
     if args.data_root:
         env_kwargs["data_root"] = args.data_root
+    if args.obs_mode:
+        env_kwargs["obs_mode"] = args.obs_mode
     if args.obs_size:
         env_kwargs["obs_size"] = args.obs_size
     srm = load_srm_weights(args.srm) if args.srm else None
     result = evaluate(args.policy, env_kwargs, episodes=args.episodes, seed=args.seed, srm_weights=srm)
     result.update({"policy": args.policy, **env_kwargs, "seed": args.seed,
                    "command": "alignsam " + " ".join(sys.argv[1:])})
-    print(f"{'policy':24s} {'task':20s} {'episodes':>8s} {'fg rate':>8s} {'mIoU':>7s} {'return':>7s}")
+    print(f"{'policy':24s} {'task':20s} {'episodes':>8s} {'fg rate':>8s} {'mIoU':>7s} {'F-beta':>7s} "
+          f"{'E-phi':>7s} {'MAE':>7s} {'BER %':>7s} {'return':>7s}")
     print(f"{args.policy[-24:]:24s} {args.task:20s} {result['episodes']:8d} {result['foreground_rate']:8.3f} "
-          f"{result['miou']:7.3f} {result['return']:7.2f}")
+          f"{result['miou']:7.3f} {result['f_beta']:7.3f} {result['e_measure']:7.3f} {result['mae']:7.3f} "
+          f"{result['ber_dataset']:7.2f} {result['return']:7.2f}")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -129,6 +133,7 @@ def add_training_commands(sub: argparse._SubParsersAction, bench_sub: argparse._
     ev.add_argument("--episodes", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--obs-size", type=int, default=None, help="as in training (quickstart: 10)")
+    ev.add_argument("--obs-mode", default=None, choices=["full", "compact"], help="as in training")
     ev.add_argument("--init-prompts", default="srm", choices=["srm", "random_gt"])
     ev.add_argument("--label-source", default="srm")
     ev.add_argument("--srm", default=None, help="SRM weights (srm.pt) for the env; a run's own by default")
