@@ -7,7 +7,7 @@ All in one process and one run, so the ratios compare like with like. Per backen
   reset and ``decode`` at every step, no cache;
 - ``single_cached``: one ``AlignSAMEnv`` with every embedding in the cache;
 - ``dummy_N``: N single envs in SB3's ``DummyVecEnv`` (stepped one after another);
-- ``batched_N``: ``AlignSAMVecEnv`` with N envs (one SRM forward and one ``decode_batch`` per step:
+- ``batched_N``: ``AlignSAMVecEnv`` with N envs (one shared SRM and one ``decode_batch`` per step:
   a batched decoder forward on CUDA, one decode after another on CPU; ``batched_decoder_forward``
   says which ran).
 

@@ -5,8 +5,8 @@ PPO, A2C, DQN and the sb3-contrib algorithms take it directly::
     env = AlignSAMVecEnv(8, task="synthetic-saliency", obs_mode="compact")
     model = make_model("ppo", env)
 
-It steps its envs with :func:`alignsam_gym.envs.vector.step_envs` (one SRM forward and one batched
-decode per step for all envs) and follows SB3's conventions: an env whose episode ends is reset in
+It steps its envs with :func:`alignsam_gym.envs.vector.step_envs` (the shared SRM and one
+``decode_batch`` per step for all envs) and follows SB3's conventions: an env whose episode ends is reset in
 the same step, its last observation in ``info["terminal_observation"]``; ``seed(s)`` seeds env ``i``
 with ``s + i`` at the next reset, like ``DummyVecEnv``, so both give the same episodes.
 """

@@ -1,11 +1,11 @@
 """``AlignSAMVectorEnv``: N AlignSAM envs in one process, stepped together.
 
 All N envs share one backend instance (one model in memory, one GPU), one embedding cache and one
-SRM. A step runs each phase for all envs at once: validate the N actions, label the N new prompts
-with one SRM forward over the N states, decode the N prompt sets with one
-:meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_batch` call (for SAM on CUDA one
-batched decoder forward per prompt count; on CPU one decode after another, which measured faster
-there), then form the N new states. Each env keeps its own
+SRM. A step runs each phase for all envs at once: validate the N actions (before any env moves),
+label the N new prompts with the shared SRM (:func:`srm_probabilities`), decode the N prompt sets
+with one :meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_batch` call (for SAM on CUDA
+one batched decoder forward per prompt count; on CPU one decode after another, which measured
+faster there), then form the N new states. Each env keeps its own
 ``np_random``, so env ``i`` reset with seed ``s + i`` gives the same episode as a single
 ``AlignSAMEnv`` reset with that seed.
 
@@ -42,13 +42,22 @@ def make_envs(num_envs: int, env_kwargs: dict[str, Any]) -> list[AlignSAMEnv]:
 
 @torch.inference_mode()
 def srm_probabilities(envs: Sequence[AlignSAMEnv]) -> list[np.ndarray]:
-    """The SRM's ``(h, w)`` foreground probability on each env's current state, in one forward."""
+    """The SRM's ``(h, w)`` foreground probability on each env's current state: one batched forward
+    when the SRM sits on an accelerator; on the CPU (where the env keeps it) one forward per env,
+    which measured faster (32 SAM-sized states: 467 ms one by one, 614 ms in chunks of 8, 659-829 ms
+    as one batch). The SRM has no coupling across the batch, so the results are the same."""
     first = envs[0]
-    states = torch.from_numpy(np.stack([env._state for env in envs]))
-    clip = None
-    if first.srm_branch == "explicit":
-        clip = torch.from_numpy(np.stack([env._clip_state for env in envs]))
-    return list(torch.sigmoid(first.srm(states, clip))[:, 0].numpy())
+    on_cpu = next(first.srm.parameters()).device.type == "cpu"
+    chunk = 1 if on_cpu else len(envs)
+    out: list[np.ndarray] = []
+    for start in range(0, len(envs), chunk):
+        part = envs[start:start + chunk]
+        states = torch.from_numpy(np.stack([env._state for env in part]))
+        clip = None
+        if first.srm_branch == "explicit":
+            clip = torch.from_numpy(np.stack([env._clip_state for env in part]))
+        out.extend(torch.sigmoid(first.srm(states, clip))[:, 0].numpy())
+    return out
 
 
 def step_envs(envs: Sequence[AlignSAMEnv], actions: Sequence[Any]) -> list[tuple[Any, float, bool, bool, dict]]:
