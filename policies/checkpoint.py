@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from alignsam_gym.atomic import write_bytes
 from policies.presets import algorithm_class, make_model
 
 
@@ -68,19 +69,6 @@ def load_model(algorithm: str, path: str | Path, env: Any, device: str = "auto",
         raise ValueError(f"{path}: the saved weights do not fit a {algorithm} model of this config ({err})") from err
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_run(model: Any, out: Path, srm_callback: Any | None = None) -> None:
     """Write the run's checkpoint into ``out`` (atomically, file by file)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +90,7 @@ def save_run(model: Any, out: Path, srm_callback: Any | None = None) -> None:
     numpy_state = np.random.get_state()
     state = {"num_timesteps": int(model.num_timesteps), "python_random": _jsonable(random.getstate()),
              "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
-    _atomic_write_bytes(out / "state.json", json.dumps(state).encode())
+    write_bytes(out / "state.json", json.dumps(state).encode())
 
 
 def restore_random_state(out: Path) -> int | None:

@@ -20,6 +20,7 @@ import torch
 import yaml
 
 import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym.atomic import write_bytes
 from alignsam_gym.heuristics import HEURISTICS, choose
 from alignsam_gym.metrics import ber_counts, mask_metrics
 from policies.callback import SRMCallback
@@ -110,13 +111,13 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
     if resume and not (out / "model.zip").is_file():
         raise FileNotFoundError(f"{out}: no model.zip to resume")
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_bytes(out / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
     done = restore_random_state(out) if resume else None
     if resume and done is not None:
         config = {**config, "seed": config["seed"] + done}  # fresh episodes, not the first ones again
     env = make_training_env(config)
     dataset = env.get_attr("dataset", indices=[0])[0]  # the few-shot training subset, recorded with the run
-    _write_text(out / "train_images.txt", "\n".join(dataset.names) + "\n")
+    write_bytes(out / "train_images.txt", ("\n".join(dataset.names) + "\n").encode())
     callback = None
     if config["srm"]["enabled"]:
         srm = config["srm"]
@@ -145,12 +146,6 @@ def train(config: dict[str, Any], out: str | Path, progress_bar: bool = False, r
         print(f"stopped by signal {signal.Signals(checkpoint.stop_signal).name} at step {model.num_timesteps}; "
               f"continue with: alignsam train --resume {out}", flush=True)
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def read_run_config(run: str | Path) -> dict[str, Any]:

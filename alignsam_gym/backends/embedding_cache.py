@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import threading
 import warnings
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alignsam_gym.atomic import write_bytes
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
 
 CACHE_ENV = "ALIGNSAM_CACHE"
@@ -168,16 +168,7 @@ class EmbeddingCache:
                     "image_shape": ",".join(map(str, embedding.image_shape)),
                     "mask_shape": ",".join(map(str, embedding.mask_shape)), "checksum": _checksum(arrays)}
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(save(arrays, metadata=metadata))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_bytes(path, save(arrays, metadata=metadata))
 
     def _load(self, identity: str, digest: str) -> ImageEmbedding | None:
         path = self.path_for(identity, digest)
