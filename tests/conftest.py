@@ -72,15 +72,13 @@ def tiny_sam_checkpoint(tmp_path_factory) -> Path:
 TINY_CLIP = "alignsam-test-tiny-clip"
 
 
-@pytest.fixture(scope="session")
-def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+def make_tiny_clip(folder: Path) -> Path:
     """A tiny open_clip model (real classes, random weights) registered as TINY_CLIP and saved as a state dict."""
     import json
 
     import open_clip
     import torch
 
-    folder = tmp_path_factory.mktemp("clip")
     config = {"embed_dim": 32,
               "vision_cfg": {"image_size": 64, "layers": 3, "width": 64, "patch_size": 16, "head_width": 32},
               "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
@@ -90,6 +88,11 @@ def tiny_clip_checkpoint(tmp_path_factory) -> Path:
     path = folder / "tiny_clip.pt"
     torch.save(open_clip.create_model(TINY_CLIP, pretrained=None).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def map_value_at_action(grid: np.ndarray, action: int, grid_size: int = 10) -> float:
