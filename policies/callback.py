@@ -52,8 +52,8 @@ class SRMCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         if self.srm is None:
-            srm = self.training_env.get_attr("srm", indices=[0])[0]
-            self.srm = copy.deepcopy(srm).to(self.device).train()
+            labeler = self.training_env.get_attr("srm", indices=[0])[0]  # the env's SRMLabeler
+            self.srm = copy.deepcopy(labeler.network).to(self.device).train()
             self.optimizer = torch.optim.Adam(self.srm.parameters(), lr=self.learning_rate)
             if self._pending_state is not None:
                 self._restore(self._pending_state)

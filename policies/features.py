@@ -7,19 +7,19 @@ have no BatchNorm and no attention across the batch, so rollout and update batch
 outputs.
 
 Both also take the compact observation of ``obs_mode="compact"`` (a mask and an embedding key, see
-:mod:`alignsam_gym.envs.compact`) and form the same ``s_t`` from it as the env's full observation.
+:mod:`alignsam_gym.observation`): given the envs' :class:`~alignsam_gym.observation.EmbeddingTable`
+(``embedding_table=``, which :func:`policies.presets.make_model` passes for you), they form the same
+``s_t`` from it as the env's full observation, with the same function.
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import torch
-import torch.nn.functional as F
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from alignsam_gym.envs import compact
+from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
 
 
 def _conv_trunk(in_channels: int, channels: int, out_channels: int, grid: int) -> nn.Sequential:
@@ -31,30 +31,27 @@ def _conv_trunk(in_channels: int, channels: int, out_channels: int, grid: int) -
     )
 
 
-def _state_shape(observation_space: gym.Space, name: str) -> tuple[int, int, int]:
+def _state_shape(observation_space: gym.Space, name: str, table: EmbeddingTable | None) -> tuple[int, int, int]:
     """``(C, obs_size, obs_size)`` of the state the extractor sees, for a full or compact observation."""
-    if isinstance(observation_space, compact.CompactObservationSpace):
+    if isinstance(observation_space, CompactObservationSpace):
+        if table is None:
+            raise ValueError(f"{name} on compact observations needs the envs' embedding_table (an "
+                             "alignsam_gym.observation.EmbeddingTable): pass it in features_extractor_kwargs, or "
+                             "build the model with policies.make_model, which does")
         return (observation_space.embedding_shape[0], observation_space.obs_size, observation_space.obs_size)
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 3:
         raise ValueError(f"{name} needs a (C, h, w) Box or an AlignSAM compact observation, got {observation_space}")
     return observation_space.shape
 
 
-def masked_state(observations: torch.Tensor | dict[str, torch.Tensor], observation_space: gym.Space) -> torch.Tensor:
+def masked_states(observations: torch.Tensor | dict[str, torch.Tensor], observation_space: gym.Space,
+                  table: EmbeddingTable | None) -> torch.Tensor:
     """``(B, C, s, s) float32`` states ``s_t``: the observations themselves, or, for compact
-    observations, the published embeddings times the masks, area-pooled to ``obs_size`` exactly as
-    the env pools its full observation."""
-    if not isinstance(observation_space, compact.CompactObservationSpace):
+    observations, the table's embeddings times the masks, pooled to ``obs_size`` exactly as the env
+    forms its full observation (:func:`alignsam_gym.observation.masked_state`)."""
+    if not isinstance(observation_space, CompactObservationSpace):
         return observations.float()
-    masks = observations["mask"].float()
-    keys = observations["embedding_key"].round().to(torch.uint8).cpu().numpy()  # SB3 hands Box obs over as float
-    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
-    embeddings = torch.from_numpy(np.stack([compact.lookup(key) for key in unique])).to(masks.device)
-    states = embeddings[torch.as_tensor(inverse.reshape(-1), device=masks.device)] * masks[:, None]
-    size = observation_space.obs_size
-    if states.shape[-2:] != (size, size):
-        states = F.interpolate(states, size=(size, size), mode="area")
-    return states
+    return table.states(observations["embedding_key"], observations["mask"], observation_space.obs_size)
 
 
 class MaskedEmbeddingExtractor(BaseFeaturesExtractor):
@@ -64,19 +61,21 @@ class MaskedEmbeddingExtractor(BaseFeaturesExtractor):
     :param channels: width of the convolutions.
     :param grid: the feature map is average-pooled to ``grid x grid`` before flattening.
     :param features_dim: size of the output vector.
+    :param embedding_table: the envs' table, for compact observations.
     """
 
     def __init__(self, observation_space: gym.spaces.Box, channels: int = 64, grid: int = 10,
-                 features_dim: int = 256) -> None:
-        in_channels = _state_shape(observation_space, "MaskedEmbeddingExtractor")[0]
+                 features_dim: int = 256, embedding_table: EmbeddingTable | None = None) -> None:
+        in_channels = _state_shape(observation_space, "MaskedEmbeddingExtractor", embedding_table)[0]
         super().__init__(observation_space, features_dim)
+        self.embedding_table = embedding_table
         self.body = nn.Sequential(
             _conv_trunk(in_channels, channels, channels // 4, grid), nn.Flatten(),
             nn.Linear(channels // 4 * grid * grid, features_dim), nn.ReLU(),
         )
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.body(masked_state(observations, self._observation_space))
+        return self.body(masked_states(observations, self._observation_space, self.embedding_table))
 
 
 class SpatialEmbeddingExtractor(BaseFeaturesExtractor):
@@ -89,14 +88,16 @@ class SpatialEmbeddingExtractor(BaseFeaturesExtractor):
     :param channels: width of the convolutions.
     :param cell_channels: features per cell.
     :param grid: the action grid's side (10 for ``Discrete(100)``).
+    :param embedding_table: the envs' table, for compact observations.
     """
 
     def __init__(self, observation_space: gym.spaces.Box, channels: int = 64, cell_channels: int = 32,
-                 grid: int = 10) -> None:
-        in_channels = _state_shape(observation_space, "SpatialEmbeddingExtractor")[0]
+                 grid: int = 10, embedding_table: EmbeddingTable | None = None) -> None:
+        in_channels = _state_shape(observation_space, "SpatialEmbeddingExtractor", embedding_table)[0]
         super().__init__(observation_space, cell_channels * grid * grid)
+        self.embedding_table = embedding_table
         self.cell_channels, self.grid = cell_channels, grid
         self.body = nn.Sequential(_conv_trunk(in_channels, channels, cell_channels, grid), nn.Flatten())
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.body(masked_state(observations, self._observation_space))
+        return self.body(masked_states(observations, self._observation_space, self.embedding_table))

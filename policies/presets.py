@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
-
+from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
 from policies.features import MaskedEmbeddingExtractor
 from policies.policy import AlignSAMPolicy
 
@@ -53,6 +52,22 @@ def algorithm_class(name: str) -> type:
     raise ValueError(f"unknown algorithm {name!r}; presets: {sorted(PRESETS)}")
 
 
+def embedding_table_of(env: Any) -> EmbeddingTable:
+    """The one :class:`~alignsam_gym.observation.EmbeddingTable` the compact-observation envs of ``env``
+    (an SB3 ``VecEnv`` or a Gymnasium env) publish into.
+
+    :raises ValueError: when the envs publish into several tables (each ``gym.make`` made its own), which
+        the policy could not all read; checked here, when the model is built, not mid-training.
+    """
+    tables = env.get_attr("embedding_table") if hasattr(env, "get_attr") else [env.unwrapped.embedding_table]
+    distinct = {id(t): t for t in tables if t is not None}
+    if len(distinct) != 1:
+        raise ValueError(f"compact observations need every env to publish into one EmbeddingTable, found "
+                         f"{len(distinct)}: build the envs with AlignSAMVecEnv, or pass the same "
+                         "embedding_table=EmbeddingTable() in every env's kwargs")
+    return next(iter(distinct.values()))
+
+
 def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None = None, **overrides: Any) -> Any:
     """A new model of ``algorithm`` on ``env`` with the preset's hyper-parameters, updated by ``overrides``
     (``policy_kwargs`` are merged key by key)."""
@@ -64,6 +79,10 @@ def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None 
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     policy = kwargs.pop("policy")
-    if isinstance(env.observation_space, gym.spaces.Dict) and isinstance(policy, str):
-        policy = DICT_POLICIES.get(policy, policy)  # compact observations: SB3 insists on the Dict policy names
+    if isinstance(env.observation_space, CompactObservationSpace):
+        extractor_kwargs = dict(policy_kwargs.get("features_extractor_kwargs") or {})
+        extractor_kwargs.setdefault("embedding_table", embedding_table_of(env))
+        kwargs["policy_kwargs"] = {**policy_kwargs, "features_extractor_kwargs": extractor_kwargs}
+        if isinstance(policy, str):
+            policy = DICT_POLICIES.get(policy, policy)  # SB3 insists on the Dict policy names
     return algorithm_class(algorithm)(policy, env, device=device, seed=seed, **kwargs)

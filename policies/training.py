@@ -23,6 +23,7 @@ import alignsam_gym  # noqa: F401  (registers the ids)
 from alignsam_gym.atomic import write_bytes
 from alignsam_gym.heuristics import HEURISTICS, choose
 from alignsam_gym.metrics import ber_counts, mask_metrics
+from alignsam_gym.observation import EmbeddingTable
 from policies.callback import SRMCallback
 from policies.checkpoint import RunCheckpoint, load_model, restore_random_state, save_run
 from policies.presets import PRESETS, make_model
@@ -85,10 +86,13 @@ def make_training_env(config: dict[str, Any]):
         env = AlignSAMVecEnv(config["n_envs"], **config["env"])
         env.seed(config["seed"])
         return VecMonitor(env)
-    if config["vec_env"] == "subproc" and config["env"].get("obs_mode") == "compact":
-        raise ValueError("env.obs_mode='compact' needs the envs in the training process: use vec_env 'batched' "
-                         "or 'dummy', not 'subproc'")
-    return make_vec_env(ENV_ID, n_envs=config["n_envs"], seed=config["seed"], env_kwargs=config["env"],
+    env_kwargs = dict(config["env"])
+    if env_kwargs.get("obs_mode") == "compact":
+        if config["vec_env"] == "subproc":
+            raise ValueError("env.obs_mode='compact' needs the envs in the training process: use vec_env 'batched' "
+                             "or 'dummy', not 'subproc'")
+        env_kwargs["embedding_table"] = EmbeddingTable()  # one table for every env and the policy
+    return make_vec_env(ENV_ID, n_envs=config["n_envs"], seed=config["seed"], env_kwargs=env_kwargs,
                         vec_env_cls=SubprocVecEnv if config["vec_env"] == "subproc" else DummyVecEnv)
 
 

@@ -53,6 +53,6 @@ def test_cache_build_fills_the_cache_the_env_reads(tmp_path, capsys, tiny_sam_ch
     env = gym.make("AlignSAM-v0", backend="sam", sam_checkpoint=str(tiny_sam_checkpoint), task="synthetic-shapes",
                    num_images=2, cache_dir=str(tmp_path), device="cpu")
     env.reset(seed=0)
-    env.reset(seed=1, options={"image_index": 1 - env.unwrapped._image_index})
+    env.reset(seed=1, options={"image_index": 1 - env.unwrapped.episode.image_index})
     cache = env.unwrapped.cache  # the same process-wide cache the command filled: nothing is encoded again
     assert cache.misses == 0 and cache.hits + cache.disk_hits == 2

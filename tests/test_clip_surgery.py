@@ -59,7 +59,7 @@ def test_clip_label_source(tiny_clip_checkpoint, tmp_path):
                    clip_checkpoint=str(tiny_clip_checkpoint), clip_model=TINY_CLIP, cache_dir=str(tmp_path))
     env.reset(seed=0)
     inner = env.unwrapped
-    clip_map = inner._clip_map
+    clip_map = inner.episode.clip_map
     assert clip_map.shape == (4, 4) and inner.clip_maps.text_prompt == "shadow"
     for action in range(0, 100, 9):
         _, _, _, _, info = env.step(action)

@@ -42,7 +42,7 @@ def test_rewards_and_labels_follow_the_ground_truth(make_env, task, label_source
         _, reward, terminated, _, info = env.step(action)
         row, col = divmod(action, 10)
         x, y = int((col + 0.5) * 80), int((row + 0.5) * 80)  # cell centre in the 800x800 image
-        truth = bool(inner._mask[y, x])
+        truth = bool(inner.episode.mask[y, x])
         assert reward == (1.0 if truth else -1.0) and type(reward) is float
         assert info["is_foreground"] is truth
         assert info["label"] == (int(truth) if label_source == "gt" else 1)
@@ -76,7 +76,7 @@ def test_observation_is_embedding_times_resized_mask(make_env):
     obs, _ = env.reset(seed=1)
     for action in (45, 46, 12):
         inner = env.unwrapped
-        features = inner._embedding.features
+        features = inner.episode.embedding.features
         weight = _area_resize(inner.mask_probability, features.shape[1])
         np.testing.assert_allclose(obs, features * weight[None].astype(np.float32), rtol=1e-4, atol=1e-5)
         obs, *_ = env.step(action)
@@ -189,7 +189,7 @@ def test_render_rgb_array(make_env):
     assert frame.shape == (400, 800, 3) and frame.dtype == np.uint8
     inner = env.unwrapped
     # The positive initial point is drawn as a green star at its position in the left panel.
-    x, y = (inner._points[0] / 2).astype(int)
+    x, y = (inner.episode.points[0] / 2).astype(int)
     patch = frame[max(0, y - 3):y + 4, max(0, x - 3):x + 4].reshape(-1, 3)
     assert np.any((patch[:, 1] > 180) & (patch[:, 0] < 60) & (patch[:, 2] < 60))
     # The right panel differs from the left (ground truth vs prediction and prompts).

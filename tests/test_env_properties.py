@@ -79,4 +79,4 @@ def test_any_invalid_action_is_refused_and_changes_nothing(action):
     with pytest.raises(ValueError, match=r"action must be an integer in \[0, 100\)"):
         env.step(action)
     np.testing.assert_array_equal(env.unwrapped.action_masks(), before)
-    assert env.unwrapped._steps_left == MAX_PROMPTS
+    assert env.unwrapped.episode.num_prompts == 0

@@ -54,7 +54,7 @@ def test_nan_embedding_is_refused_and_never_cached(tmp_path):
 
 def test_nan_embedding_error_names_the_dataset_image(make_env, monkeypatch):
     env = make_env(task="synthetic-shapes", cache_dir=False)
-    monkeypatch.setattr(env.unwrapped, "backend", NaNBackend(device="cpu"))
+    monkeypatch.setattr(env.unwrapped.core, "backend", NaNBackend(device="cpu"))
     with pytest.raises(ValueError, match=r"synthetic-shapes image .* \(index 1\): backend .* NaN/Inf"):
         env.reset(options={"image_index": 1})
 
@@ -132,7 +132,7 @@ def test_empty_and_all_foreground_masks_give_defined_episodes(tmp_path, make_env
     env = make_env(task="folder", data_root=str(root), max_prompts=3, num_images=1)
     obs, info = env.reset(seed=0)
     inner = env.unwrapped
-    assert inner._labels == ([0] if kind == "empty" else [1])  # one initial point: the only kind there is
+    assert inner.episode.labels == ([0] if kind == "empty" else [1])  # one initial point: the only kind there is
     assert 0.0 <= info["iou"] <= 1.0
     rewards = [env.step(a)[1] for a in (0, 45, 99)]
     assert rewards == ([-1.0] * 3 if kind == "empty" else [1.0] * 3)

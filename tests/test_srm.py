@@ -50,7 +50,7 @@ def test_srm_loss_on_known_masks():
 
 def rigged(env, bias: float) -> None:
     """Give the env's SRM a constant output: sigmoid(bias) everywhere."""
-    state = {k: torch.zeros_like(v) if k.startswith("head.") else v for k, v in env.unwrapped.srm.state_dict().items()}
+    state = {k: torch.zeros_like(v) if k.startswith("head.") else v for k, v in env.unwrapped.srm.network.state_dict().items()}
     state["head.bias"] = torch.tensor([bias])
     env.unwrapped.set_srm_weights(state)
 
@@ -70,7 +70,7 @@ def test_srm_label_uses_the_current_state(make_env):
     env.reset(seed=1)
     inner = env.unwrapped
     for action in (12, 55, 87):
-        expected = torch.sigmoid(inner.srm(torch.from_numpy(inner.srm_sample()["state"])[None]))[0, 0].detach().numpy()
+        expected = torch.sigmoid(inner.srm.network(torch.from_numpy(inner.srm_sample()["state"])[None]))[0, 0].detach().numpy()
         # 20x20 embedding grid: the point lies on the corner of four cells, read bilinearly
         assert env.step(action)[4]["label"] == int(map_value_at_action(expected, action) > 0.5)
 
@@ -88,11 +88,11 @@ def test_srm_initial_prompts_are_argmax_and_argmin(make_env):
     env.reset(seed=0)
     inner = env.unwrapped
     with torch.inference_mode():
-        prob = torch.sigmoid(inner.srm(torch.from_numpy(np.array(inner._embedding.features))[None]))[0, 0].numpy()
-    for point, index in zip(inner._points[:2], (prob.argmax(), prob.argmin())):
+        prob = torch.sigmoid(inner.srm.network(torch.from_numpy(np.array(inner.episode.embedding.features))[None]))[0, 0].numpy()
+    for point, index in zip(inner.episode.points[:2], (prob.argmax(), prob.argmin())):
         row, col = divmod(int(index), prob.shape[1])
         np.testing.assert_allclose(point, [(col + 0.5) * 40, (row + 0.5) * 40])  # 800 px / 20 cells
-    assert inner._labels[:2] == [1, 0]
+    assert inner.episode.labels[:2] == [1, 0]
 
 
 def test_srm_branch_follows_the_task_and_clip(make_env, tiny_clip_checkpoint):
@@ -118,7 +118,7 @@ def test_srm_sample_target(make_env):
     sample = env.unwrapped.srm_sample()
     target = sample["target"]
     assert target.shape == (20, 20) and 0 <= target.min() and target.max() <= 1
-    truth = env.unwrapped._mask.reshape(20, 40, 20, 40).mean(axis=(1, 3))  # 800 px = 20 cells of 40 px
+    truth = env.unwrapped.episode.mask.reshape(20, 40, 20, 40).mean(axis=(1, 3))  # 800 px = 20 cells of 40 px
     np.testing.assert_allclose(target, truth, atol=1e-5)
 
 

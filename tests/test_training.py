@@ -22,7 +22,9 @@ SHORT = {
 SMALL = {"channels": 16}  # a small extractor (AlignSAMPolicy's spatial one or the vector one)
 
 
-def weights(module: torch.nn.Module) -> list[torch.Tensor]:
+def weights(module) -> list[torch.Tensor]:
+    """The tensors of a module, or of an env's SRM labeler's network."""
+    module = getattr(module, "network", module)
     return [p.detach().cpu().clone() for p in module.state_dict().values()]
 
 

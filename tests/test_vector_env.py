@@ -11,9 +11,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from alignsam_gym.backends.sam import SamBackend
-from alignsam_gym.envs import compact
+from alignsam_gym.observation import KEY_BYTES, CompactObservationSpace, EmbeddingTable
 from alignsam_gym.envs.vector import AlignSAMVectorEnv
-from policies.features import masked_state
+from policies.features import masked_states
 from policies.vec_env import AlignSAMVecEnv
 
 KWARGS = {"task": "synthetic-saliency", "num_images": 3, "max_prompts": 3, "obs_size": 10}
@@ -22,7 +22,7 @@ INFO_KEYS = ("iou", "is_foreground", "label", "num_prompts")
 
 def _single_step(env: gym.Env, action: int):
     """A single env stepped with Gymnasium's NEXT_STEP autoreset, for comparison."""
-    if env.unwrapped._steps_left == 0:
+    if env.unwrapped.episode.done:
         obs, info = env.reset()
         return obs, 0.0, False, info
     obs, reward, terminated, _, info = env.step(action)
@@ -39,7 +39,7 @@ def test_vector_entry_point_matches_single_envs(label_source):
     assert vec.action_space == gym.spaces.MultiDiscrete([100] * n)
     assert vec.observation_space.shape == (n, 432, 10, 10)
     singles = [gym.make("AlignSAM-v0", label_source=label_source, **KWARGS) for _ in range(n)]
-    weights = singles[0].unwrapped.srm.state_dict()  # every env must label with the same SRM
+    weights = singles[0].unwrapped.srm.network.state_dict()  # every env must label with the same SRM
     for env in singles:
         env.unwrapped.set_srm_weights(weights)
     vec.unwrapped.set_srm_weights(weights)
@@ -91,10 +91,10 @@ def test_reset_mask_and_errors():
     vec.step(np.array([5, 6]))
     with pytest.raises(ValueError, match="shape"):
         vec.step(np.array([1, 2, 3]))
-    before = [env.unwrapped._steps_left for env in vec.envs]
+    before = [env.unwrapped.episode.num_prompts for env in vec.envs]
     with pytest.raises(ValueError, match=r"action must be an integer in \[0, 100\)"):
         vec.step(np.array([5, 100]))
-    assert [env.unwrapped._steps_left for env in vec.envs] == before  # validated before any env moved
+    assert [env.unwrapped.episode.num_prompts for env in vec.envs] == before  # validated before any env moved
     obs2, infos = vec.reset(options={"reset_mask": np.array([False, True])})
     assert infos["_num_prompts"].tolist() == [False, True]
     assert vec.envs[0].action_masks().sum() == 99 and vec.envs[1].action_masks().all()
@@ -104,7 +104,7 @@ def test_sb3_vec_env_matches_dummy_vec_env():
     n = 2
     ours = AlignSAMVecEnv(n, **KWARGS)
     dummy = make_vec_env("AlignSAM-v0", n_envs=n, env_kwargs=KWARGS, vec_env_cls=DummyVecEnv)
-    weights = ours.envs[0].srm.state_dict()
+    weights = ours.envs[0].srm.network.state_dict()
     dummy.env_method("set_srm_weights", weights)
     ours.seed(3)
     dummy.seed(3)
@@ -129,17 +129,17 @@ def test_sb3_vec_env_matches_dummy_vec_env():
 def test_srm_weights_reach_every_env_of_the_batch():
     env = AlignSAMVecEnv(3, **KWARGS)
     assert all(e.srm is env.envs[0].srm for e in env.envs)
-    new = {k: torch.full_like(v, 0.01) for k, v in env.envs[0].srm.state_dict().items()}
+    new = {k: torch.full_like(v, 0.01) for k, v in env.envs[0].srm.network.state_dict().items()}
     env.env_method("set_srm_weights", new)
     for e in env.envs:
-        assert all(torch.equal(v, new[k]) for k, v in e.srm.state_dict().items())
+        assert all(torch.equal(v, new[k]) for k, v in e.srm.network.state_dict().items())
 
 
 def test_compact_and_full_observations_give_the_same_policy_input():
     full = AlignSAMVectorEnv(3, **KWARGS)
     small = AlignSAMVectorEnv(3, obs_mode="compact", **KWARGS)
     single = full.single_observation_space
-    assert isinstance(small.single_observation_space, compact.CompactObservationSpace)
+    assert isinstance(small.single_observation_space, CompactObservationSpace)
     obs_full, _ = full.reset(seed=5)
     obs_small, _ = small.reset(seed=5)
     actions = np.array([3, 47, 90])
@@ -148,16 +148,49 @@ def test_compact_and_full_observations_give_the_same_policy_input():
         obs_small, *_ = small.step(actions)
         actions = actions + 1
     assert obs_small["mask"].nbytes + obs_small["embedding_key"].nbytes < obs_full.nbytes / 50
-    state_full = masked_state(torch.from_numpy(obs_full), single)
+    state_full = masked_states(torch.from_numpy(obs_full), single, None)
     # SB3 hands observations to the extractor as float tensors
-    state_small = masked_state({k: torch.from_numpy(v).float() for k, v in obs_small.items()},
-                               small.single_observation_space)
+    table = small.envs[0].embedding_table
+    assert all(env.embedding_table is table for env in small.envs)  # one table for the batch, by construction
+    state_small = masked_states({k: torch.from_numpy(v).float() for k, v in obs_small.items()},
+                                small.single_observation_space, table)
     torch.testing.assert_close(state_small, state_full, rtol=1e-6, atol=1e-6)
 
 
 def test_compact_lookup_names_the_problem():
     with pytest.raises(KeyError, match="SubprocVecEnv"):
-        compact.lookup(np.zeros(compact.KEY_BYTES, np.uint8) + 255)
+        EmbeddingTable().lookup(np.zeros(KEY_BYTES, np.uint8) + 255)
+
+
+def test_embedding_table_too_small_fails_when_the_envs_are_built():
+    # 3 lite embeddings of (432, 20, 20) float32 need 2.1 MB; nothing is discovered later, mid-update
+    with pytest.raises(ValueError, match=r"3 images x 0\.7 MiB.*max_bytes=1000000"):
+        AlignSAMVecEnv(2, obs_mode="compact", embedding_table=EmbeddingTable(max_bytes=1_000_000), **KWARGS)
+    table = EmbeddingTable(max_bytes=3 * 432 * 20 * 20 * 4)
+    env = AlignSAMVecEnv(2, obs_mode="compact", embedding_table=table, **KWARGS)  # exactly fits
+    env.reset()
+    assert len(table) >= 1 and table.reserved_bytes == table.max_bytes
+
+
+def test_embedding_table_pickles_empty():
+    import pickle
+
+    table = EmbeddingTable(max_bytes=123456)
+    table.publish(np.zeros(KEY_BYTES, np.uint8), np.ones((2, 3, 3), np.float32))
+    copy = pickle.loads(pickle.dumps(table))
+    assert len(table) == 1 and len(copy) == 0 and copy.max_bytes == 123456
+
+
+def test_a_policy_cannot_read_envs_that_publish_into_separate_tables():
+    from policies import make_model
+
+    dummy = make_vec_env("AlignSAM-v0", n_envs=2, env_kwargs={**KWARGS, "obs_mode": "compact"}, vec_env_cls=DummyVecEnv)
+    with pytest.raises(ValueError, match="one EmbeddingTable, found 2"):
+        make_model("ppo", dummy)
+    shared = make_vec_env("AlignSAM-v0", n_envs=2, vec_env_cls=DummyVecEnv,
+                          env_kwargs={**KWARGS, "obs_mode": "compact", "embedding_table": EmbeddingTable()})
+    model = make_model("ppo", shared, n_steps=4, batch_size=4, n_epochs=1)
+    model.learn(8)
 
 
 @pytest.fixture(scope="module")

@@ -65,9 +65,18 @@ def feature_surgery(image_features: torch.Tensor, text_features: torch.Tensor,
     return (products - products.mean(dim=1, keepdim=True)).sum(-1)
 
 
+def input_tokens(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``(B, 1 + HW, D)``: the tokens an open_clip ``VisionTransformer`` feeds its first block (patch
+    embeddings after the class token, plus positions, patch dropout and ``ln_pre``), from its public modules."""
+    x = visual.conv1(images).flatten(2).transpose(1, 2)  # (B, HW, D)
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.ln_pre(visual.patch_dropout(x))
+
+
 def _surgery_tokens(visual: nn.Module, images: torch.Tensor, surgery_blocks: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Both paths' final tokens ``(B, 1 + HW, D)`` after ``ln_post`` and ``proj``: (surgery, original)."""
-    x = visual._embeds(images)
+    x = input_tokens(visual, images)
     blocks = list(visual.transformer.resblocks)
     start = max(0, len(blocks) - surgery_blocks)
     for block in blocks[:start]:

@@ -2,7 +2,7 @@
 
 All N envs share one backend instance (one model in memory, one GPU), one embedding cache and one
 SRM. A step runs each phase for all envs at once: validate the N actions (before any env moves),
-label the N new prompts with the shared SRM (:func:`srm_probabilities`), decode the N prompt sets
+label the N new prompts with the shared labeler in one call, decode the N prompt sets
 with one :meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_batch` call (for SAM on CUDA
 one batched decoder forward per prompt count; on CPU one decode after another, which measured
 faster there), then form the N new states. Each env keeps its own
@@ -26,64 +26,30 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from alignsam_gym.envs.alignsam_env import AlignSAMEnv
+from alignsam_gym.envs.core import EnvCore, StepResult, check_int
 
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 
 
 def make_envs(num_envs: int, env_kwargs: dict[str, Any]) -> list[AlignSAMEnv]:
-    """``num_envs`` envs built from the same kwargs, sharing one backend, cache and SRM."""
-    if isinstance(num_envs, bool) or not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
-        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-    envs = [AlignSAMEnv(**env_kwargs) for _ in range(int(num_envs))]
-    for env in envs[1:]:
-        env.srm = envs[0].srm  # one SRM: one forward labels every env, one weight update reaches all
-    return envs
+    """``num_envs`` envs on one :class:`~alignsam_gym.envs.core.EnvCore` built from ``env_kwargs``: one
+    dataset, backend, cache, embedding table and SRM for all of them."""
+    num_envs = check_int("num_envs", num_envs, 1)
+    kwargs = dict(env_kwargs)
+    render_mode = kwargs.pop("render_mode", None)
+    first = AlignSAMEnv(render_mode=render_mode, **kwargs)  # validates render_mode too
+    return [first] + [AlignSAMEnv(core=first.core, render_mode=render_mode) for _ in range(num_envs - 1)]
 
 
-@torch.inference_mode()
-def srm_probabilities(envs: Sequence[AlignSAMEnv]) -> list[np.ndarray]:
-    """The SRM's ``(h, w)`` foreground probability on each env's current state: one batched forward
-    when the SRM sits on an accelerator; on the CPU (where the env keeps it) one forward per env,
-    which measured faster (32 SAM-sized states: 467 ms one by one, 614 ms in chunks of 8, 659-829 ms
-    as one batch). The SRM has no coupling across the batch, so the results are the same."""
-    first = envs[0]
-    on_cpu = next(first.srm.parameters()).device.type == "cpu"
-    chunk = 1 if on_cpu else len(envs)
-    out: list[np.ndarray] = []
-    for start in range(0, len(envs), chunk):
-        part = envs[start:start + chunk]
-        states = torch.from_numpy(np.stack([env._state for env in part]))
-        clip = None
-        if first.srm_branch == "explicit":
-            clip = torch.from_numpy(np.stack([env._clip_state for env in part]))
-        out.extend(torch.sigmoid(first.srm(states, clip))[:, 0].numpy())
-    return out
-
-
-def step_envs(envs: Sequence[AlignSAMEnv], actions: Sequence[Any]) -> list[tuple[Any, float, bool, bool, dict]]:
-    """Step every env in ``envs`` with its action, batching the SRM and the decoder.
-
-    Every action is validated before any env changes. Returns one ``(obs, reward, terminated,
-    truncated, info)`` per env, equal to what ``env.step(action)`` would return.
-    """
-    if len(envs) != len(actions):
-        raise ValueError(f"expected {len(envs)} actions, got {len(actions)}")
+def step_envs(envs: Sequence[AlignSAMEnv], actions: Sequence[Any]) -> list[StepResult]:
+    """Step envs that share one core with one action each, batching the labeler and the decoder
+    (:meth:`EnvCore.step`); every action is validated before any env changes."""
     if not envs:
         return []
-    begun = [env._begin_step(action) for env, action in zip(envs, actions)]
-    probs: list[np.ndarray | None] = [None] * len(envs)
-    if envs[0].label_source == "srm":
-        probs = srm_probabilities(envs)
-    labels = [env._add_prompt(action, point, is_fg, prob)
-              for env, action, (point, is_fg), prob in zip(envs, actions, begun, probs)]
-    prompts = [env._prompt_arrays() for env in envs]
-    logits = envs[0].backend.decode_batch([env._embedding for env in envs], [p for p, _ in prompts],
-                                          [lab for _, lab in prompts])
-    results = []
-    for env, mask_logits, (_, is_fg), label in zip(envs, logits, begun, labels):
-        env._set_logits(mask_logits)
-        results.append(env._step_result(is_fg, label))
-    return results
+    core: EnvCore = envs[0].core
+    if any(env.core is not core for env in envs):
+        raise ValueError("step_envs needs envs that share one EnvCore (make_envs builds them)")
+    return core.step([env.episode for env in envs], actions)
 
 
 def stack_observations(observations: Sequence[Any]) -> Any:
@@ -155,7 +121,7 @@ class AlignSAMVectorEnv(VectorEnv):
                 infos = self._add_info(infos, info, i)
                 self._needs_reset[i] = False
             else:
-                observations[i] = env._observation()
+                observations[i] = env.core.observe(env.episode)
         self._has_reset = True
         return stack_observations(observations), infos
 
@@ -200,7 +166,7 @@ class AlignSAMVectorEnv(VectorEnv):
 
     def set_srm_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load SRM weights into the SRM every env shares."""
-        self.envs[0].set_srm_weights(state_dict)
+        self.envs[0].core.srm.set_weights(state_dict)
 
     def close_extras(self, **kwargs: Any) -> None:
         for env in self.envs:
