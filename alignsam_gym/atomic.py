@@ -1,23 +1,60 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of either."""
+"""Atomic file writes, the one way the project writes a file: a reader sees the old file or the new
+one, never half of either, and two writers of one file never share a temporary name.
+
+- :func:`write_bytes`, :func:`write_text`, :func:`write_json`, :func:`write_yaml` for data in memory;
+- :func:`replacing` for libraries that write a file themselves (``torch.save``, SB3's ``model.save``):
+  they write to the temporary path it yields, which moves into place only when the block succeeds.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` (``.<name>.*.tmp``), flush it to disk and move
-    it into place with ``os.replace``; on any failure the temporary file is removed."""
+@contextmanager
+def replacing(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a unique temporary path beside ``path`` (``.<name>.*<suffix>``: hidden, and never matching
+    ``*<path's suffix>`` unless a writer insists on an extension, as SB3's ``.zip``); when the block ends
+    without an exception the file is flushed to disk and moved onto ``path`` with ``os.replace``,
+    otherwise it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see the module docstring)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode())
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON to ``path`` atomically."""
+    write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_yaml(path: str | Path, payload: Any) -> None:
+    """Write ``payload`` as YAML (keys in their order) to ``path`` atomically."""
+    import yaml
+
+    write_text(path, yaml.safe_dump(payload, sort_keys=False))

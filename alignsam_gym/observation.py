@@ -150,13 +150,15 @@ class EmbeddingTable:
         """``(B, C, obs_size, obs_size) float32`` states for ``(B, KEY_BYTES)`` keys (any dtype: SB3 hands
         Box observations over as float) and ``(B, h, w)`` masks, on the masks' device; the same values as
         the env's full observations. On an accelerator each image's embedding is uploaded once."""
-        names = [bytes(row) for row in keys.round().to(torch.uint8).cpu().numpy()]
+        rows = keys.round().to(torch.uint8).cpu().numpy()
+        unique, inverse = np.unique(rows, axis=0, return_inverse=True)  # a batch holds few distinct images
         device = masks.device
         if device.type == "cpu":
-            embeddings = torch.from_numpy(np.stack([self.lookup(np.frombuffer(n, np.uint8)) for n in names]))
+            embeddings = torch.from_numpy(np.stack([self.lookup(key) for key in unique]))
         else:
-            embeddings = torch.stack([self._on_device(n, device) for n in names])
-        return pool_state(masked_state(embeddings, masks.float()), obs_size)
+            embeddings = torch.stack([self._on_device(bytes(key), device) for key in unique])
+        index = torch.as_tensor(inverse.reshape(-1), device=device)
+        return pool_state(masked_state(embeddings[index], masks.float()), obs_size)
 
     def _on_device(self, name: bytes, device: torch.device) -> torch.Tensor:
         slot = (str(device), name)

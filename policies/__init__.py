@@ -1,19 +1,24 @@
-"""The Stable-Baselines3 plugin for ``AlignSAM-v0``: features extractors, policy, presets, SRM callback,
-the batched ``AlignSAMVecEnv``.
+"""The Stable-Baselines3 side of AlignSAM-Gym, organised by concept:
 
-``alignsam_gym`` never imports this package; this package imports ``alignsam_gym``'s spaces only
-through the env. Pass the features extractor to any SB3 algorithm::
+- :mod:`policies.sb3`: the SB3 plugin proper (features extractors, ``AlignSAMPolicy``, presets,
+  ``SRMCallback``, the batched ``AlignSAMVecEnv``), re-exported here;
+- :mod:`policies.runs`: training and evaluation runs (``RunConfig``, ``RunFolder``, ``train``,
+  ``evaluate``, checkpoints);
+- :mod:`policies.benchmarks`: every benchmark (decoder, SAM episode, env throughput, soak, the policy
+  grid and its report; the quickstart is a built-in grid config);
+- :mod:`policies.cli`: the ``alignsam`` command line.
+
+``alignsam_gym`` never imports this package. Pass the features extractor to any SB3 algorithm::
 
     from stable_baselines3 import PPO
     from policies import MaskedEmbeddingExtractor
     model = PPO("MlpPolicy", env, policy_kwargs={"features_extractor_class": MaskedEmbeddingExtractor})
 """
 
-from policies.callback import SRMCallback
-from policies.features import MaskedEmbeddingExtractor, SpatialEmbeddingExtractor
-from policies.policy import AlignSAMPolicy
-from policies.presets import PRESETS, make_model
-from policies.vec_env import AlignSAMVecEnv
+from policies.sb3 import (
+    PRESETS, AlignSAMPolicy, AlignSAMVecEnv, MaskedEmbeddingExtractor, SpatialEmbeddingExtractor, SRMCallback,
+    make_model,
+)
 
 __all__ = ["AlignSAMPolicy", "AlignSAMVecEnv", "MaskedEmbeddingExtractor", "PRESETS", "SRMCallback",
            "SpatialEmbeddingExtractor", "make_model"]

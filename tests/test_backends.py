@@ -187,7 +187,7 @@ def test_embedding_cache_hits_misses_and_eviction():
 
 def test_decoder_quality_on_ccp_person(ccp_root):
     """Regression guard for the committed benchmark (all 300 images: 0.857 / 0.906), on 20 images."""
-    from alignsam_gym.bench.decoder import run_decoder_benchmark
+    from policies.benchmarks.decoder import run_decoder_benchmark
     from alignsam_gym.data.ccp import CCPDataset
 
     result = run_decoder_benchmark(LiteBackend(device="cpu"), CCPDataset(ccp_root), limit=20, baseline=False,
@@ -199,7 +199,7 @@ def test_decoder_quality_on_ccp_person(ccp_root):
 @pytest.mark.slow
 def test_decoder_quality_bar_on_100_ccp_images(ccp_root):
     """The foundation issue's bar (mIoU >= 0.80 after 5 oracle clicks, >= 0.85 after 10) on 100 images."""
-    from alignsam_gym.bench.decoder import run_decoder_benchmark
+    from policies.benchmarks.decoder import run_decoder_benchmark
     from alignsam_gym.data.ccp import CCPDataset
 
     result = run_decoder_benchmark(LiteBackend(device="cpu"), CCPDataset(ccp_root), limit=100, baseline=False,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from alignsam_gym.heuristics import centre_order, choose
-from policies.benchmark import load_benchmark_config
+from policies.benchmarks.grid import load_benchmark_config
 from policies.cli import main
 
 TINY = {
@@ -91,8 +91,8 @@ def test_heuristics_choose_unprompted_cells(make_env):
 
 
 def test_voc_tasks_get_a_class_mean_table():
-    from policies.benchmark import resolve_benchmark_config
-    from policies.benchmark_report import markdown
+    from policies.benchmarks.grid import resolve_benchmark_config
+    from policies.benchmarks.report import markdown
 
     config = resolve_benchmark_config({"tasks": ["voc-cat", "voc-dog"], "seeds": [0, 1], "policies": ["random"]})
     base = {"policy": "random", "label_source": "srm", "branch": "default", "max_prompts": 15, "foreground_rate": 0.5,

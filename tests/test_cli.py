@@ -6,7 +6,7 @@ import json
 
 from PIL import Image
 
-from alignsam_gym.cli import main
+from policies.cli import main
 
 
 def test_demo_writes_gif_strip_and_json(tmp_path, capsys):

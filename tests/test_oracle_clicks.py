@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from alignsam_gym.bench.oracle_clicks import next_click, run_clicks
+from policies.benchmarks.oracle_clicks import next_click, run_clicks
 
 
 def test_first_click_is_the_object_centre():

@@ -46,7 +46,7 @@ def test_extractor_is_batch_independent():
 
 
 def test_env_side_never_imports_sb3():
-    code = ("import sys, gymnasium as gym, alignsam_gym, alignsam_gym.envs, alignsam_gym.cli; "
+    code = ("import sys, gymnasium as gym, alignsam_gym, alignsam_gym.envs, alignsam_gym.labels; "
             "gym.make('AlignSAM-v0', num_images=1); print('stable_baselines3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "False", out.stderr
@@ -54,7 +54,7 @@ def test_env_side_never_imports_sb3():
 
 def test_alignsam_policy_scores_cells_with_shared_weights(make_env):
     from policies import AlignSAMPolicy, make_model
-    from policies.policy import CellScores
+    from policies.sb3.policy import CellScores
 
     env = make_env(num_images=1, obs_size=10)
     model = make_model("ppo", env, device="cpu", seed=0)

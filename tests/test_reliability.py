@@ -23,8 +23,8 @@ from PIL import Image
 from alignsam_gym.backends import EmbeddingCache, image_digest
 from alignsam_gym.backends.base import ImageEmbedding
 from alignsam_gym.backends.lite import LiteBackend
-from policies.checkpoint import load_model, serialized_entries
-from policies.training import train
+from policies.runs.checkpoint import load_model, serialized_entries
+from policies.runs import train
 
 REPO = Path(__file__).resolve().parents[1]
 

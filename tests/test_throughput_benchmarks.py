@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from alignsam_gym.bench.soak import run_soak
-from policies.bench_env import run_env_benchmark
+from policies.benchmarks.soak import run_soak
+from policies.benchmarks.env_throughput import run_env_benchmark
 
 
 def test_env_benchmark_reports_every_configuration():

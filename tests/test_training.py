@@ -9,7 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from policies import PRESETS, SRMCallback, make_model
-from policies.training import make_training_env, resolve_config
+from policies.runs import make_training_env, resolve_config
 
 ENV_KWARGS = {"num_images": 1, "obs_size": 10, "max_prompts": 4, "task": "synthetic-shapes"}
 SHORT = {

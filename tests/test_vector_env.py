@@ -13,8 +13,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from alignsam_gym.backends.sam import SamBackend
 from alignsam_gym.observation import KEY_BYTES, CompactObservationSpace, EmbeddingTable
 from alignsam_gym.envs.vector import AlignSAMVectorEnv
-from policies.features import masked_states
-from policies.vec_env import AlignSAMVecEnv
+from policies.sb3.features import masked_states
+from policies.sb3.vec_env import AlignSAMVecEnv
 
 KWARGS = {"task": "synthetic-saliency", "num_images": 3, "max_prompts": 3, "obs_size": 10}
 INFO_KEYS = ("iou", "is_foreground", "label", "num_prompts")

@@ -10,7 +10,7 @@ import pytest
 
 from alignsam_gym.backends import weights
 from alignsam_gym.backends.weights import REGISTRY, WeightFile, download, identify
-from alignsam_gym.cli import main
+from policies.cli import main
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 

@@ -385,6 +385,16 @@ class SamBackend(PromptableSegmenter):
         return tokens
 
 
+def save_random_sam(path: str | Path, model_type: str = "vit_b", seed: int = 0) -> Path:
+    """A released SAM architecture with random weights (seeded, the global torch RNG untouched), saved as
+    a checkpoint: timing needs the real architecture, not trained weights."""
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.save(build_sam(OFFICIAL_ARCHITECTURES[model_type]).state_dict(), path)
+    return path
+
+
 def make_sam_backend(checkpoint: str | Path | None = None, model_type: str | None = None, device: str = "auto",
                      **kwargs: Any) -> SamBackend:
     """Registry factory for ``backend="sam"``."""

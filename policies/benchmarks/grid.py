@@ -1,5 +1,7 @@
 """``alignsam benchmark --config FILE --out DIR``: every policy on every task with the paper's metrics.
 
+The quickstart (:mod:`policies.benchmarks.quickstart`) is a built-in config run by the same runner.
+
 A benchmark config (YAML) names a grid::
 
     name: ccp-person
@@ -32,25 +34,22 @@ strip of annotated frames per task).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from alignsam_gym import __version__
-from alignsam_gym.bench import write_json
+from alignsam_gym.atomic import write_json, write_yaml
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
-from policies.presets import PRESETS
-from policies.training import evaluate, load_srm_weights, train
+from policies.benchmarks.machine import command_line, machine
+from policies.benchmarks.report import write_report
+from policies.runs import RunConfig, RunFolder, evaluate, train
+from policies.sb3.presets import PRESETS
 
 DEFAULTS: dict[str, Any] = {
     "name": "benchmark", "backend": "lite", "backend_kwargs": {}, "tasks": ["synthetic-saliency"], "data_root": None,
@@ -107,32 +106,20 @@ def _data_root(config: dict[str, Any], task: str) -> str | None:
     return None if root is None or not get_task(task).needs_data_root else str(root)
 
 
-def _digest(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out: Path) -> Path:
+def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out: Path) -> RunFolder:
     """Train (or finish, or reuse) the run of ``algorithm`` on ``task`` with ``seed``."""
-    run = out / "runs" / f"{task}-{algorithm}-seed{seed}"
+    run = RunFolder(out / "runs" / f"{task}-{algorithm}-seed{seed}")
     settings = config["train"]
     env = {**config["env"], **settings.get("env", {}), "task": task, "num_images": settings["num_images"],
            "backend": config["backend"], "backend_kwargs": config["backend_kwargs"]}
     root = _data_root(config, task)
     if root is not None:
         env["data_root"] = root
-    run_config = {"algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
-                  "n_envs": settings["n_envs"], "env": env, "hyperparameters": settings.get("hyperparameters", {})}
-    done = 0
-    if (run / "state.json").is_file():
-        done = json.loads((run / "state.json").read_text()).get("num_timesteps", 0)
-    if done < settings["total_timesteps"]:
-        train(run_config, run, resume=(run / "model.zip").is_file(), verbose=False)
+    run_config = RunConfig.from_dict({
+        "algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
+        "n_envs": settings["n_envs"], "env": env, "hyperparameters": settings.get("hyperparameters", {})})
+    if run.steps_done() < settings["total_timesteps"]:
+        train(run_config, run.path, resume=run.has_model(), verbose=False)
     return run
 
 
@@ -140,12 +127,14 @@ def _record_key(record: dict[str, Any]) -> str:
     return "|".join(str(record[k]) for k in ("task", "policy", "label_source", "branch", "max_prompts", "seed"))
 
 
-def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run the grid of ``config`` into ``out`` (resuming what ``out/results.json`` already holds)."""
+def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True,
+                  report_name: str = "results") -> dict[str, Any]:
+    """Run the grid of ``config`` into ``out`` (resuming what ``out/<report_name>.json`` already holds);
+    write ``<report_name>.json``, ``<report_name>.md`` and ``plots/``."""
     config = resolve_benchmark_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
+    results_file = out / f"{report_name}.json"
     records: list[dict[str, Any]] = []
     if results_file.is_file():
         try:
@@ -156,7 +145,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
             raise ValueError(f"{results_file} holds a benchmark of another config; choose another --out (or "
                              "restore that config) so its records are not mixed with new ones")
         records = previous.get("results", [])
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))  # after the check: never overwritten
+    write_yaml(out / "config.yaml", config)  # after the check: never overwritten
     done = {_record_key(r) for r in records}
     trained = [p for p in config["policies"] if p in PRESETS]
     start = time.perf_counter()
@@ -167,11 +156,10 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         for seed in config["seeds"]:
             runs = {algorithm: _train_run(config, task, algorithm, seed, out) for algorithm in trained}
             srm_run = runs[trained[0]] if trained else None
-            has_srm = srm_run is not None and (srm_run / "srm.pt").is_file()
-            srm = load_srm_weights(srm_run / "srm.pt") if has_srm else None
+            srm = srm_run.srm_weights() if srm_run is not None else None
             for policy in config["policies"]:
-                source = str(runs[policy]) if policy in runs else policy
-                run_dir = Path(source) if policy not in HEURISTICS else srm_run
+                source = str(runs[policy].path) if policy in runs else policy
+                run_dir = RunFolder(source) if policy not in HEURISTICS else srm_run
                 for label_source in config["label_sources"]:
                     for branch in config["branches"]:
                         for max_prompts in config["max_prompts"]:
@@ -199,8 +187,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                             record.update({
                                 "backend": config["backend"], "init_prompts": config["init_prompts"],
                                 "srm_trained": srm is not None or policy not in HEURISTICS,
-                                "checkpoints": {"model": _digest(run_dir / "model.zip") if run_dir else None,
-                                                "srm": _digest(run_dir / "srm.pt") if run_dir else None},
+                                "checkpoints": run_dir.digests() if run_dir else {"model": None, "srm": None},
                                 "package_version": __version__})
                             records.append(record)
                             done.add(_record_key(record))
@@ -209,12 +196,22 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                                 print(f"[{len(done)}/{total}] {task} seed {seed} {policy} {label_source} "
                                       f"{branch} T={max_prompts}: mIoU {record['miou']:.3f}, foreground rate "
                                       f"{record['foreground_rate']:.3f} ({record['wall_s']:.0f} s)", flush=True)
-    report = {"config": config, "results": records, "wall_s_this_session": round(time.perf_counter() - start, 1),
-              "package_version": __version__, "command": "alignsam " + " ".join(sys.argv[1:]),
-              "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+    report = {"config": config, "results": records, "summary": summarize(records),
+              "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
+              "command": command_line(), "machine": machine()}
     write_json(results_file, report)
-    from policies.benchmark_report import write_report
-
-    write_report(report, out, frames)
+    write_report(report, out, frames, report_name)
     return report
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per task and policy: the mean over seeds (and settings) of the foreground rate and mIoU."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for record in records:
+        summary.setdefault(record["task"], {}).setdefault(record["policy"], {})
+    for task, policies in summary.items():
+        for policy in policies:
+            rows = [r for r in records if r["task"] == task and r["policy"] == policy]
+            policies[policy] = {"foreground_rate": float(np.mean([r["foreground_rate"] for r in rows])),
+                                "miou": float(np.mean([r["miou"] for r in rows])), "records": len(rows)}
+    return summary

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from alignsam_gym.atomic import replacing
 from alignsam_gym.devices import resolve_device
 from alignsam_gym.srm import srm_loss
 
@@ -90,11 +91,9 @@ class SRMCallback(BaseCallback):
         """Write the SRM weights, optimiser state and step counter (a torch file of tensors and numbers)."""
         if self.srm is None:
             raise RuntimeError("SRMCallback.save() before training started: there is no SRM yet")
-        path = Path(path)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({"srm": self.srm.state_dict(), "optimizer": self.optimizer.state_dict(),
-                    "srm_steps": self.srm_steps, "branch": self.srm.branch}, tmp)
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            torch.save({"srm": self.srm.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "srm_steps": self.srm_steps, "branch": self.srm.branch}, tmp)
 
     def load(self, path: str | Path) -> None:
         """Restore a saved state; applied at the start of the next ``learn`` (or now, if training started)."""

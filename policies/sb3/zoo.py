@@ -8,7 +8,7 @@ module. The SRM is then untrained (the Zoo cannot pass ``SRMCallback``), so the 
 oracle labels; use ``alignsam train`` for the full AlignSAM system.
 """
 
-from policies.features import MaskedEmbeddingExtractor
+from policies.sb3.features import MaskedEmbeddingExtractor
 
 hyperparams = {
     "AlignSAM-v0": {

@@ -13,8 +13,6 @@ Random weights are fine for time; the architecture is the full-size one (ViT-B b
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +22,8 @@ import numpy as np
 import torch
 
 from alignsam_gym import __version__
+from policies.benchmarks.common_approach import CommonApproach
+from policies.benchmarks.machine import command_line, machine
 
 
 def run_episode_benchmark(model_type: str = "vit_b", checkpoint: str | None = None, episodes: int = 3,
@@ -31,16 +31,13 @@ def run_episode_benchmark(model_type: str = "vit_b", checkpoint: str | None = No
                           progress: bool = True) -> dict[str, Any]:
     """Run both ways and return a JSON-ready dict with medians and their ratio."""
     import gymnasium as gym
-    from segment_anything import SamPredictor
 
     import alignsam_gym  # noqa: F401
-    from alignsam_gym.backends.sam import OFFICIAL_ARCHITECTURES, build_sam, load_sam
+    from alignsam_gym.backends.sam import save_random_sam
 
     with tempfile.TemporaryDirectory(prefix="alignsam-bench-") as tmp:
         if checkpoint is None:
-            torch.manual_seed(0)
-            checkpoint = str(Path(tmp) / f"random_{model_type}.pth")
-            torch.save(build_sam(OFFICIAL_ARCHITECTURES[model_type]).state_dict(), checkpoint)
+            checkpoint = str(save_random_sam(Path(tmp) / f"random_{model_type}.pth", model_type))
         env = gym.make("AlignSAM-v0", backend="sam", sam_checkpoint=checkpoint, task=task, num_images=episodes,
                        max_prompts=max_prompts, device=device, cache_dir=str(Path(tmp) / "cache"))
         inner = env.unwrapped
@@ -64,20 +61,14 @@ def run_episode_benchmark(model_type: str = "vit_b", checkpoint: str | None = No
             if progress:
                 print(f"env_cached episode {i}: {env_times[-1]:.3f} s", flush=True)
 
-        model, _ = load_sam(checkpoint)
-        predictor = SamPredictor(model.to(device))
+        common = CommonApproach(inner.backend)
         predictor_times = []
         for i in range(episodes):
-            env.reset(seed=i, options={"image_index": i})
-            image, points, labels = inner._image, [p.copy() for p in inner._points], list(inner._labels)
+            env.reset(seed=i, options={"image_index": i})  # the same image and initial points
             start = time.perf_counter()
-            predictor.set_image(image)
-            predictor.predict(point_coords=np.array(points) - 0.5, point_labels=np.array(labels), multimask_output=False)
+            common.reset(inner.episode)
             for a in actions[i]:
-                points.append(inner.action_points[int(a)])
-                labels.append(int(inner._mask[int(points[-1][1]), int(points[-1][0])]))
-                predictor.predict(point_coords=np.array(points) - 0.5, point_labels=np.array(labels),
-                                  multimask_output=False)
+                common.step(inner.action_points[int(a)])
             predictor_times.append(time.perf_counter() - start)
             if progress:
                 print(f"predictor_per_reset episode {i}: {predictor_times[-1]:.3f} s", flush=True)
@@ -93,7 +84,6 @@ def run_episode_benchmark(model_type: str = "vit_b", checkpoint: str | None = No
         "predictor_per_reset_median_s": round(base, 4), "env_cached_median_s": round(ours, 4),
         "speedup_median": round(base / ours, 2),
         "env_step_ms_median": round(1000 * float(np.median(decode_times)), 2),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine(), "command": command_line(),
         "package_version": __version__,
     }

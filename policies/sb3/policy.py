@@ -8,7 +8,7 @@ import torch
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
-from policies.features import SpatialEmbeddingExtractor
+from policies.sb3.features import SpatialEmbeddingExtractor
 
 
 class CellScores(nn.Module):

@@ -2,9 +2,9 @@
 
 All in one process and one run, so the ratios compare like with like. Per backend and device:
 
-- ``common``: the common approach, one env: SAM's ``SamPredictor.set_image`` at every reset and
-  ``predict`` (all points so far) at every step; for the embedded backend ``encode`` at every
-  reset and ``decode`` at every step, no cache;
+- ``common``: the common approach, one env (:mod:`policies.benchmarks.common_approach`): SAM's
+  ``SamPredictor.set_image`` and ``predict`` of the initial points at every reset and ``predict``
+  (all points so far) at every step; for the embedded backend ``encode`` and ``decode`` likewise, no cache;
 - ``single_cached``: one ``AlignSAMEnv`` with every embedding in the cache;
 - ``dummy_N``: N single envs in SB3's ``DummyVecEnv`` (stepped one after another);
 - ``batched_N``: ``AlignSAMVecEnv`` with N envs (one shared SRM and one ``decode_batch`` per step:
@@ -23,8 +23,6 @@ included, torch tensors not; tracemalloc) during ``learn`` of exactly one rollou
 from __future__ import annotations
 
 import gc
-import os
-import platform
 import tempfile
 import time
 import tracemalloc
@@ -37,6 +35,8 @@ import torch
 
 import alignsam_gym  # noqa: F401  (registers the ids)
 from alignsam_gym import __version__
+from policies.benchmarks.common_approach import CommonApproach
+from policies.benchmarks.machine import command_line, machine
 
 ENV_ID = "AlignSAM-v0"
 
@@ -59,9 +59,8 @@ def _time_episodes(reset: Callable[[int], None], step: Callable[[], None], episo
             "ms_per_episode": round(1000 * median / num_envs, 2)}
 
 
-def _common_approach(backend_name: str, env_kwargs: dict[str, Any], checkpoint: str | None, device: str,
-                     episodes: int, max_prompts: int) -> dict[str, float]:
-    """One env's episodes the way most code runs them: encode at every reset, no cache.
+def _common_approach(env_kwargs: dict[str, Any], episodes: int, max_prompts: int) -> dict[str, float]:
+    """One env's episodes the common way (:class:`~policies.benchmarks.common_approach.CommonApproach`).
 
     The env only supplies the image, ground truth and initial points (its own embeddings are cached
     beforehand, so that part costs one decode); the timed work is the encode and decodes outside it.
@@ -71,32 +70,14 @@ def _common_approach(backend_name: str, env_kwargs: dict[str, Any], checkpoint: 
     for i in range(len(inner.dataset)):
         env.reset(options={"image_index": i})
     rng = np.random.default_rng(0)
-    if backend_name == "sam":
-        from segment_anything import SamPredictor
-
-        from alignsam_gym.backends.sam import load_sam
-
-        model, _ = load_sam(checkpoint)
-        predictor = SamPredictor(model.to(inner.backend.device))
-    state: dict[str, Any] = {}
+    common = CommonApproach(inner.backend)
 
     def reset(episode: int) -> None:
         env.reset(seed=max(episode, 0))  # draws the image and the initial points (the timed work follows)
-        state["points"], state["labels"] = [p.copy() for p in inner._points], list(inner._labels)
-        if backend_name == "sam":
-            predictor.set_image(inner._image)
-        else:
-            state["embedding"] = inner.backend.encode(inner._image)
+        common.reset(inner.episode)
 
     def step() -> None:
-        point = inner.action_points[int(rng.integers(inner.action_space.n))]
-        state["points"].append(point)
-        state["labels"].append(int(inner._mask[int(point[1]), int(point[0])]))
-        points, labels = np.array(state["points"]), np.array(state["labels"])
-        if backend_name == "sam":
-            predictor.predict(point_coords=points - 0.5, point_labels=labels, multimask_output=False)
-        else:
-            inner.backend.decode(state["embedding"], points, labels)
+        common.step(inner.action_points[int(rng.integers(inner.action_space.n))])
 
     return _time_episodes(reset, step, episodes, max_prompts, 1)
 
@@ -129,8 +110,8 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from alignsam_gym.backends.sam import OFFICIAL_ARCHITECTURES, build_sam
-    from policies.vec_env import AlignSAMVecEnv
+    from alignsam_gym.backends.sam import save_random_sam
+    from policies.sb3.vec_env import AlignSAMVecEnv
 
     devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
     start = time.perf_counter()
@@ -138,9 +119,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
     with tempfile.TemporaryDirectory(prefix="alignsam-bench-env-") as tmp:
         checkpoint = sam_checkpoint
         if "sam" in backends and checkpoint is None:
-            torch.manual_seed(0)
-            checkpoint = str(Path(tmp) / f"random_{model_type}.pth")
-            torch.save(build_sam(OFFICIAL_ARCHITECTURES[model_type]).state_dict(), checkpoint)
+            checkpoint = str(save_random_sam(Path(tmp) / f"random_{model_type}.pth", model_type))
         for backend in backends:
             backend_episodes = lite_episodes if backend == "lite" else episodes  # lite episodes are short: more of them
             for device in devices:
@@ -156,7 +135,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
                         print(f"{backend:4s} {device:4s} {name:14s} {timing['steps_per_s']:9.2f} steps/s "
                               f"{timing['ms_per_episode']:10.1f} ms/episode", flush=True)
 
-                record("common", _common_approach(backend, kwargs, checkpoint, device, backend_episodes, max_prompts))
+                record("common", _common_approach(kwargs, backend_episodes, max_prompts))
                 single = gym.make(ENV_ID, **kwargs)
                 row["batched_decoder_forward"] = bool(getattr(single.unwrapped.backend, "batch_decode", False))
                 for i in range(num_images):  # every embedding into the cache (and the memory LRU)
@@ -188,8 +167,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
         "lite_episodes": lite_episodes,
         "num_images": num_images, "torch_threads": torch.get_num_threads(), "results": results,
         "rollout_memory": memory,
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine(), "command": command_line(),
         "package_version": __version__, "wall_s": round(time.perf_counter() - start, 1),
     }
 
@@ -198,8 +176,8 @@ def rollout_memory(task: str = "synthetic-saliency", num_images: int = 4, n_envs
                    obs_modes: tuple[str, ...] = ("full", "compact"), progress: bool = True) -> dict[str, Any]:
     """Memory of one PPO-preset rollout (``n_steps`` x ``n_envs``) per observation mode (embedded backend,
     the env's default ``obs_size``)."""
-    from policies.presets import PRESETS, make_model
-    from policies.vec_env import AlignSAMVecEnv
+    from policies.sb3.presets import PRESETS, make_model
+    from policies.sb3.vec_env import AlignSAMVecEnv
 
     out: dict[str, Any] = {"algorithm": "ppo", "n_steps": PRESETS["ppo"]["n_steps"], "n_envs": n_envs}
     for mode in obs_modes:

@@ -1,7 +1,7 @@
 """``alignsam bench decoder``: quality and speed of a backend's decoder under oracle clicks.
 
 Quality: every image of a dataset resized to ``size`` pixels on its longest side, the oracle-click
-protocol (:mod:`alignsam_gym.bench.oracle_clicks`), IoU after each click at that resolution. The same
+protocol (:mod:`policies.benchmarks.oracle_clicks`), IoU after each click at that resolution. The same
 clicks protocol runs on OpenCV GrabCut in the same run, as the baseline. Speed: decode time per
 click for images resized to ``speed_size`` squared (800, the env's default), torch on one thread.
 """
@@ -9,7 +9,6 @@ click for images resized to ``speed_size`` squared (800, the env's default), tor
 from __future__ import annotations
 
 import os
-import platform
 import time
 from typing import Any
 
@@ -19,8 +18,9 @@ import torch
 
 from alignsam_gym import __version__
 from alignsam_gym.backends import PromptableSegmenter
-from alignsam_gym.bench.oracle_clicks import run_clicks
 from alignsam_gym.data.base import SegmentationDataset
+from policies.benchmarks.machine import command_line, machine
+from policies.benchmarks.oracle_clicks import run_clicks
 
 GRABCUT_ITERATIONS = 5
 GRABCUT_CLICK_RADIUS = 5
@@ -116,8 +116,7 @@ def run_decoder_benchmark(backend: PromptableSegmenter, dataset: SegmentationDat
         "decode_speed": {"image_size": speed_size, "decodes": len(decode_s), "torch_threads": 1,
                          "ms_median": round(1000 * float(np.median(decode_s)), 3),
                          "ms_p95": round(1000 * float(np.percentile(decode_s, 95)), 3)},
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count()},
+        "machine": machine(), "command": command_line(),
         "package_version": __version__,
     }
     if baseline:

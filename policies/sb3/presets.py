@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
-from policies.features import MaskedEmbeddingExtractor
-from policies.policy import AlignSAMPolicy
+from policies.sb3.features import MaskedEmbeddingExtractor
+from policies.sb3.policy import AlignSAMPolicy
 
 #: the policy name SB3 requires for Dict observations (``obs_mode="compact"``)
 DICT_POLICIES = {"MlpPolicy": "MultiInputPolicy", "MlpLstmPolicy": "MultiInputLstmPolicy"}

@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from alignsam_gym.atomic import write_text
 from alignsam_gym.metrics import class_mean_iou
 
 DISCLAIMER = ("Numbers from the embedded backend (`lite`: EfficientNet-Lite0 + superpixel random walker) are "
@@ -72,6 +73,38 @@ def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], polic
     return lines
 
 
+def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, Any]]], tasks: list[str],
+                   policies: list[str], label_source: str, max_prompts: int) -> list[str]:
+    """Each learned policy against random with the same SRM (the paper's "w/o RL"): the margins per task
+    and how many tasks clear the quickstart's bars (foreground rate +15 points, mIoU above random)."""
+    from alignsam_gym.heuristics import HEURISTICS
+
+    parts = []
+    for policy in [p for p in policies if p not in HEURISTICS]:
+        rows, fg_bar, miou_bar, compared = [], 0, 0, 0
+        for task in tasks:
+            mine, theirs = groups.get((task, policy)), groups.get((task, "random"))
+            if not mine or not theirs:
+                continue
+            m = {k: float(np.mean([r[k] for r in mine])) for k in ("foreground_rate", "miou")}
+            t = {k: float(np.mean([r[k] for r in theirs])) for k in ("foreground_rate", "miou")}
+            compared += 1
+            fg_bar += m["foreground_rate"] - t["foreground_rate"] >= 0.15
+            miou_bar += m["miou"] > t["miou"]
+            rows.append([task, mine[0].get("srm_branch", "–"), f"{m['foreground_rate']:.3f}", f"{t['foreground_rate']:.3f}",
+                         f"{m['foreground_rate'] - t['foreground_rate']:+.3f}", f"{m['miou']:.3f}", f"{t['miou']:.3f}",
+                         f"{m['miou'] - t['miou']:+.3f}"])
+        if not rows:
+            continue
+        header = ["task", "SRM branch", f"foreground rate {policy}", "random", "margin", f"mIoU {policy}", "random",
+                  "margin"]
+        parts += [_caption(config, f"`{policy}` against random with the same trained SRM.", label_source,
+                           f", T = {max_prompts}"), "", _table(header, rows), "",
+                  f"Tasks where `{policy}`'s foreground rate beats random's by at least 15 points: {fg_bar} of "
+                  f"{compared}; where its mIoU beats random's: {miou_bar} of {compared}.", ""]
+    return parts
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, records = report["config"], report["results"]
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -89,6 +122,7 @@ def markdown(report: dict[str, Any]) -> str:
     findings = _findings(groups, tasks, policies)
     if findings:
         parts += ["## Findings", "", *findings, ""]
+    parts += _versus_random(config, groups, tasks, policies, main_source, main_t)
     for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
         rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
                        for t in tasks] for p in policies]
@@ -211,6 +245,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     return written
 
 
-def write_report(report: dict[str, Any], out: Path, frames: dict | None = None) -> None:
-    (out / "results.md").write_text(markdown(report))
+def write_report(report: dict[str, Any], out: Path, frames: dict | None = None, report_name: str = "results") -> None:
+    """Write ``<report_name>.md`` and the plots of a benchmark report under ``out``."""
+    write_text(out / f"{report_name}.md", markdown(report))
     write_plots(report, out, frames or {})

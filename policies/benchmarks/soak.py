@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ import torch
 
 from alignsam_gym import __version__
 from alignsam_gym.data.tasks import SYNTHETIC_TASKS
+from policies.benchmarks.machine import command_line, machine
 
 
 def resident_mib() -> float:
@@ -77,6 +77,6 @@ def run_soak(rounds: int = 12, warmup: int = 3, episodes: int = 4, num_envs: int
         "rss_slope_after_warmup_mib_per_round": round(slope, 2),
         "open_files_growth_after_warmup": last["open_files"] - after["open_files"],
         "torch_threads": torch.get_num_threads(),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "machine": machine(), "command": command_line(),
         "package_version": __version__, "wall_s": round(time.perf_counter() - start, 1),
     }

@@ -1,0 +1,28 @@
+"""What every benchmark record says about where and how it ran: the machine and the command."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any
+
+import torch
+
+
+def machine() -> dict[str, Any]:
+    """Platform, CPU count, torch threads and version, and the CUDA device's name (None without one).
+
+    Asks ``torch.cuda`` only when CUDA is already initialised or available, never forking trouble into
+    a worker pool that starts later (``torch.cuda.is_available`` does not initialise CUDA)."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cuda": cuda}
+
+
+def command_line() -> str:
+    """The command that is running, as a user would type it (``alignsam ...`` for the console script)."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program in ("alignsam", "cli.py", "__main__.py"):
+        program = "alignsam"
+    return " ".join([program or "python", *sys.argv[1:]])

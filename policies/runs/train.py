@@ -1,0 +1,97 @@
+"""``alignsam train``: one config in, a run folder out (CleanRL-style, readable top to bottom).
+
+The run folder's files are :class:`~policies.runs.folder.RunFolder`'s; the config is a
+:class:`~policies.runs.config.RunConfig`.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym.observation import EmbeddingTable
+from policies.runs.checkpoint import RunCheckpoint, load_model
+from policies.runs.config import RunConfig
+from policies.runs.folder import RunFolder
+from policies.sb3.callback import SRMCallback
+from policies.sb3.presets import make_model
+
+ENV_ID = "alignsam_gym:AlignSAM-v0"  # importable in subprocess workers too
+
+
+def make_training_env(config: RunConfig) -> Any:
+    """The config's vector env: ``n_envs`` envs seeded ``seed + i``, with episode statistics (Monitor)."""
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
+
+    config = RunConfig.from_dict(config)
+    env_kwargs = {"device": config.device, **config.env}  # the run's device reaches the envs' models
+    if config.vec_env == "batched":
+        from policies.sb3.vec_env import AlignSAMVecEnv
+
+        env = AlignSAMVecEnv(config.n_envs, **env_kwargs)
+        env.seed(config.seed)
+        return VecMonitor(env)
+    if env_kwargs.get("obs_mode") == "compact":
+        if config.vec_env == "subproc":
+            raise ValueError("env.obs_mode='compact' needs the envs in the training process: use vec_env 'batched' "
+                             "or 'dummy', not 'subproc'")
+        env_kwargs["embedding_table"] = EmbeddingTable()  # one table for every env and the policy
+    return make_vec_env(ENV_ID, n_envs=config.n_envs, seed=config.seed, env_kwargs=env_kwargs,
+                        vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv)
+
+
+def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False,
+          verbose: bool = True) -> Path:
+    """Train ``config`` into the run folder ``out``, or with ``resume`` continue the run there until its
+    ``total_timesteps``.
+
+    Checkpoints are written every ``checkpoint_every`` env steps, at the end, and when SIGINT or
+    SIGTERM arrives (training then stops cleanly after the current step). A resumed run loads the
+    model, SRM, optimiser states, step counter and random states, and logs to the same TensorBoard
+    curve from the step where it stopped; its envs are reseeded with ``seed + steps done`` (an episode
+    cut by the interruption is not replayed). ``verbose`` prints where and when checkpoints go.
+    """
+    config = RunConfig.from_dict(config)
+    run = RunFolder(out)
+    if not resume and run.has_model():
+        raise FileExistsError(f"{run.path} already holds a trained run; pass --resume to continue it or choose "
+                              "another --out")
+    if resume and not run.has_model():
+        raise FileNotFoundError(f"{run.path}: no {RunFolder.MODEL} to resume")
+    run.write_config(config)
+    done = run.restore_random_state() if resume else None
+    if done is not None:
+        config = config.with_changes(seed=config.seed + done)  # fresh episodes, not the first ones again
+    env = make_training_env(config)
+    run.write_train_images(env.get_attr("dataset", indices=[0])[0].names)  # the few-shot training subset
+
+    callback = None
+    if config.srm.enabled:
+        callback = SRMCallback(learning_rate=config.srm.learning_rate, updates_per_step=config.srm.updates_per_step,
+                               push_every=config.srm.push_every, device=config.device)
+    if resume:
+        model = load_model(config.algorithm, run.model_file, env, config.device, config.hyperparameters)
+        model.tensorboard_log = str(run.tensorboard_dir)
+        if callback is not None and run.srm_file.exists():
+            callback.load(run.srm_file)
+    else:
+        model = make_model(config.algorithm, env, device=config.device, seed=config.seed,
+                           tensorboard_log=str(run.tensorboard_dir), **config.hyperparameters)
+
+    remaining = config.total_timesteps - model.num_timesteps
+    checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
+    try:
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=[c for c in (callback, checkpoint) if c is not None],
+                        progress_bar=progress_bar, reset_num_timesteps=not resume, tb_log_name="run")
+    finally:  # an interrupted run keeps what it learned
+        if model.num_timesteps > 0 or not resume:
+            run.save_checkpoint(model, callback)
+        env.close()
+    if checkpoint.stop_signal is not None:
+        print(f"stopped by signal {signal.Signals(checkpoint.stop_signal).name} at step {model.num_timesteps}; "
+              f"continue with: alignsam train --resume {run.path}", flush=True)
+    return run.path
