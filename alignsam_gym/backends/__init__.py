@@ -11,11 +11,12 @@ env in a process shares one instance and one set of loaded weights. To plug in a
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
-from alignsam_gym.backends.embedding_cache import EmbeddingCache, default_cache_dir, image_digest, shared_cache
+from alignsam_gym.backends.embedding_cache import EmbeddingCache, default_cache_dir, shared_cache
+from alignsam_gym.digests import image_digest
+from alignsam_gym.shared import SharedInstances
 
 __all__ = [
     "BACKENDS", "EmbeddingCache", "ImageEmbedding", "PromptableSegmenter", "backend_arguments", "default_cache_dir",
@@ -24,8 +25,7 @@ __all__ = [
 ]
 
 BACKENDS: dict[str, Callable[..., PromptableSegmenter]] = {}
-_shared: dict[tuple, PromptableSegmenter] = {}
-_shared_lock = threading.Lock()
+_shared: SharedInstances[PromptableSegmenter] = SharedInstances()
 
 
 def register_backend(name: str, factory: Callable[..., PromptableSegmenter], *, overwrite: bool = False) -> None:
@@ -69,10 +69,7 @@ def backend_arguments(name: str, sam_checkpoint: str | None = None, sam_model_ty
 def shared_backend(name: str, **kwargs: Any) -> PromptableSegmenter:
     """The process-wide instance for ``(name, kwargs)``, created on first use."""
     key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = make_backend(name, **kwargs)
-        return _shared[key]
+    return _shared.get(key, lambda: make_backend(name, **kwargs))
 
 
 def _make_lite(**kwargs: Any) -> PromptableSegmenter:

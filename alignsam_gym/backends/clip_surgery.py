@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alignsam_gym.backends.base import ImageEmbedding
-from alignsam_gym.backends.weights import sha256_of
+from alignsam_gym.digests import sha256_of
+from alignsam_gym.shared import SharedInstances
 from alignsam_gym.devices import resolve_device
 
 CLIP_CHECKPOINT_ENV = "ALIGNSAM_CLIP_CHECKPOINT"
@@ -227,15 +228,11 @@ def load_open_clip(path: Path, model_name: str) -> nn.Module:
     return model
 
 
-_shared: dict[tuple, ClipSurgeryMaps] = {}
-_shared_lock = threading.Lock()
+_shared: SharedInstances[ClipSurgeryMaps] = SharedInstances()
 
 
 def shared_clip_maps(checkpoint: str | Path | None, text_prompt: str, model_name: str = "ViT-B-16",
                      device: str = "auto") -> ClipSurgeryMaps:
     """The process-wide :class:`ClipSurgeryMaps` for these arguments (one loaded model per process)."""
     key = (str(checkpoint or os.environ.get(CLIP_CHECKPOINT_ENV)), text_prompt, model_name, str(device))
-    with _shared_lock:
-        if key not in _shared:
-            _shared[key] = ClipSurgeryMaps(checkpoint, text_prompt, model_name=model_name, device=device)
-        return _shared[key]
+    return _shared.get(key, lambda: ClipSurgeryMaps(checkpoint, text_prompt, model_name=model_name, device=device))

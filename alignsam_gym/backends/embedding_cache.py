@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from alignsam_gym.atomic import write_bytes
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter
+from alignsam_gym.digests import image_digest
+from alignsam_gym.lru import LRU
+from alignsam_gym.shared import SharedInstances
 
 CACHE_ENV = "ALIGNSAM_CACHE"
 FORMAT = "alignsam-embedding-v1"
@@ -39,15 +40,6 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "alignsam-gym"
-
-
-def image_digest(image: np.ndarray) -> str:
-    """Content digest of an image array (shape, dtype and bytes)."""
-    image = np.ascontiguousarray(image)
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{image.shape}{image.dtype}".encode())
-    h.update(image.data)
-    return h.hexdigest()
 
 
 def check_finite(embedding: ImageEmbedding, identity: str, digest: str) -> None:
@@ -84,9 +76,7 @@ class EmbeddingCache:
         self.max_bytes = int(max_bytes)
         self.directory = None if directory is None else Path(directory).expanduser()
         self.disk_dtype = disk_dtype
-        self._entries: OrderedDict[tuple[str, str], ImageEmbedding] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
+        self._entries: LRU[tuple[str, str], ImageEmbedding] = LRU(max_bytes=self.max_bytes, size=lambda e: e.nbytes)
         self.hits = 0  # served from memory
         self.disk_hits = 0  # loaded from disk
         self.misses = 0  # encoded
@@ -96,7 +86,7 @@ class EmbeddingCache:
 
     @property
     def nbytes(self) -> int:
-        return self._bytes
+        return self._entries.nbytes
 
     def path_for(self, identity: str, digest: str) -> Path | None:
         """Where the entry for ``(identity, digest)`` lives on disk (None for a memory-only cache)."""
@@ -110,11 +100,10 @@ class EmbeddingCache:
         digest = digest or image_digest(image)
         identity = backend.identity
         key = (identity, digest)
-        with self._lock:
-            if key in self._entries:
-                self.hits += 1
-                self._entries.move_to_end(key)
-                return self._entries[key]
+        remembered = self._entries.get(key)
+        if remembered is not None:
+            self.hits += 1
+            return remembered
         embedding = self._load(identity, digest)
         if embedding is not None:
             self.disk_hits += 1
@@ -138,23 +127,13 @@ class EmbeddingCache:
 
     def clear(self) -> None:
         """Forget the memory entries (files on disk stay)."""
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
+        self._entries.clear()
 
     # -- internals -------------------------------------------------------------------------------
     def _remember(self, key: tuple[str, str], embedding: ImageEmbedding) -> ImageEmbedding:
         for array in (embedding.features, *embedding.decoder_state.values()):
             array.flags.writeable = False  # shared by every env: nobody may change it in place
-        with self._lock:
-            if key in self._entries:
-                return self._entries[key]
-            self._entries[key] = embedding
-            self._bytes += embedding.nbytes
-            while self._bytes > self.max_bytes and len(self._entries) > 1:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes
-        return embedding
+        return self._entries.setdefault(key, embedding)
 
     def _store(self, identity: str, digest: str, embedding: ImageEmbedding) -> None:
         path = self.path_for(identity, digest)
@@ -205,8 +184,7 @@ class EmbeddingCache:
         return None
 
 
-_caches: dict[tuple[str | None, str], EmbeddingCache] = {}
-_caches_lock = threading.Lock()
+_caches: SharedInstances[EmbeddingCache] = SharedInstances()
 
 
 def shared_cache(cache_dir: str | Path | bool | None = None, disk_dtype: str = "float32") -> EmbeddingCache:
@@ -217,8 +195,4 @@ def shared_cache(cache_dir: str | Path | bool | None = None, disk_dtype: str = "
         directory = str(default_cache_dir().resolve())
     else:
         directory = str(Path(cache_dir).expanduser().resolve())
-    key = (directory, disk_dtype)
-    with _caches_lock:
-        if key not in _caches:
-            _caches[key] = EmbeddingCache(directory=directory, disk_dtype=disk_dtype)
-        return _caches[key]
+    return _caches.get((directory, disk_dtype), lambda: EmbeddingCache(directory=directory, disk_dtype=disk_dtype))

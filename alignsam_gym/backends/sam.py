@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -36,7 +35,8 @@ from torch import nn
 
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
 from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image, stack_images
-from alignsam_gym.backends.weights import sha256_of
+from alignsam_gym.digests import sha256_of
+from alignsam_gym.lru import LRU
 from alignsam_gym.devices import resolve_device
 
 CHECKPOINT_ENV = "ALIGNSAM_SAM_CHECKPOINT"
@@ -229,9 +229,9 @@ class SamBackend(PromptableSegmenter):
         self._arch: SamArchitecture | None = None
         self._digest: str | None = None
         self._lock = threading.Lock()
-        self._tokens: OrderedDict[int, tuple[np.ndarray, ImageTokens]] = OrderedDict()
-        self._batches: OrderedDict[tuple[int, ...], tuple[list[np.ndarray], ImageTokens]] = OrderedDict()
         self.decoder_cache_size = max(1, int(decoder_cache_size))
+        self._tokens: LRU[int, tuple[np.ndarray, ImageTokens]] = LRU(max_entries=self.decoder_cache_size)
+        self._batches: LRU[tuple[int, ...], tuple[list[np.ndarray], ImageTokens]] = LRU(max_entries=2)
         self.batch_decode = self.device.type == "cuda" if batch_decode is None else bool(batch_decode)
 
     # -- metadata, without building the model ---------------------------------------------------
@@ -333,7 +333,8 @@ class SamBackend(PromptableSegmenter):
             return [self.decode(e, p, l) for e, p, l in zip(embeddings, points, labels)]
         checked = [check_prompts(e, p, l) for e, p, l in zip(embeddings, points, labels)]
         model = self.model()
-        self.decoder_cache_size = max(self.decoder_cache_size, len(embeddings))  # a batch must fit the LRU
+        if len(embeddings) > self.decoder_cache_size:  # a batch must fit the LRU
+            self.decoder_cache_size = self._tokens.max_entries = len(embeddings)
         groups: dict[int, list[int]] = {}
         for i, (pts, _) in enumerate(checked):
             groups.setdefault(len(pts), []).append(i)
@@ -362,12 +363,9 @@ class SamBackend(PromptableSegmenter):
         key = tuple(id(e.features) for e in embeddings)
         entry = self._batches.get(key)
         if entry is not None and all(a is e.features for a, e in zip(entry[0], embeddings)):
-            self._batches.move_to_end(key)
             return entry[1]
         tokens = stack_images([self._image_tokens(e) for e in embeddings])
-        self._batches[key] = ([e.features for e in embeddings], tokens)  # holding the arrays keeps the ids unique
-        while len(self._batches) > 2:
-            self._batches.popitem(last=False)
+        self._batches.put(key, ([e.features for e in embeddings], tokens))  # holding the arrays keeps the ids unique
         return tokens
 
     def _image_tokens(self, embedding: ImageEmbedding) -> ImageTokens:
@@ -375,13 +373,10 @@ class SamBackend(PromptableSegmenter):
         key = id(embedding.features)
         entry = self._tokens.get(key)
         if entry is not None and entry[0] is embedding.features:
-            self._tokens.move_to_end(key)
             return entry[1]
         features = torch.tensor(embedding.features, device=self.device)[None]  # cached arrays are read-only
         tokens = precompute_image(self.model(), features)
-        self._tokens[key] = (embedding.features, tokens)  # holding the array keeps its id unique
-        while len(self._tokens) > self.decoder_cache_size:
-            self._tokens.popitem(last=False)
+        self._tokens.put(key, (embedding.features, tokens))  # holding the array keeps its id unique
         return tokens
 
 

@@ -8,13 +8,15 @@ with ``os.replace``; a file with the wrong checksum is never installed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from alignsam_gym.backends.sam import infer_architecture, read_state_dict
+from alignsam_gym.digests import sha256_of
 
 WEIGHTS_ENV = "ALIGNSAM_WEIGHTS"
 
@@ -70,15 +72,6 @@ def weights_dir() -> Path:
         return Path(os.environ[WEIGHTS_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "alignsam-gym" / "weights"
-
-
-def sha256_of(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def get_weight(name: str) -> WeightFile:
@@ -159,8 +152,6 @@ def identify(path: str | Path) -> dict[str, object]:
     digest = sha256_of(path)
     report: dict[str, object] = {"path": str(path), "size": path.stat().st_size, "sha256": digest,
                                  "registry": next((w.name for w in REGISTRY.values() if w.sha256 == digest), None)}
-    from alignsam_gym.backends.sam import infer_architecture, read_state_dict
-
     try:
         report["sam_model_type"] = infer_architecture(read_state_dict(path, mmap=True), str(path)).model_type
     except ValueError as err:

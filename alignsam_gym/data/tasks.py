@@ -6,7 +6,6 @@ prompt (through CLIP maps); the implicit branch ignores it.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from alignsam_gym.data.base import SegmentationDataset
 from alignsam_gym.data import public
 from alignsam_gym.data.ccp import CCPDataset
 from alignsam_gym.data.synthetic import SyntheticDataset
+from alignsam_gym.shared import SharedInstances
 
 #: the task ``AlignSAM-v0`` uses when none is given
 DEFAULT_TASK = "synthetic-saliency"
@@ -100,8 +100,7 @@ def get_task(name: str) -> TaskSpec:
     raise ValueError(f"unknown task {name!r}; known tasks: {known}, voc-<class> and ccp-<class>")
 
 
-_datasets: dict[tuple, SegmentationDataset] = {}
-_datasets_lock = threading.Lock()
+_datasets: SharedInstances[SegmentationDataset] = SharedInstances()
 
 
 def make_dataset(task: str, split: str = "train", num_images: int = 50, data_root: str | Path | None = None,
@@ -116,7 +115,5 @@ def make_dataset(task: str, split: str = "train", num_images: int = 50, data_roo
     if not spec.needs_data_root and data_root is not None:
         raise ValueError(f"task {task!r} is generated, it reads no files: leave data_root unset (got {data_root!r})")
     key = (spec.name, split, int(num_images), None if data_root is None else str(Path(data_root).resolve()), seed)
-    with _datasets_lock:
-        if key not in _datasets:
-            _datasets[key] = spec.factory(split, int(num_images), None if data_root is None else Path(data_root), seed)
-        return _datasets[key]
+    return _datasets.get(key, lambda: spec.factory(split, int(num_images),
+                                                   None if data_root is None else Path(data_root), seed))

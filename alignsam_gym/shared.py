@@ -1,0 +1,30 @@
+"""``SharedInstances``: process-wide objects by key (backends, caches, datasets, CLIP models), made once.
+
+Every env of a process that asks for the same backend, cache folder, dataset or CLIP model gets the
+same object, so a model's weights load once. One small class serves all four registries.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Generic, Hashable, TypeVar
+
+T = TypeVar("T")
+
+
+class SharedInstances(Generic[T]):
+    """Objects made on first request by key and shared afterwards (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._instances: dict[Hashable, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The instance under ``key``, made with ``make()`` the first time."""
+        with self._lock:
+            if key not in self._instances:
+                self._instances[key] = make()
+            return self._instances[key]
+
+    def __len__(self) -> int:
+        return len(self._instances)
