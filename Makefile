@@ -8,10 +8,12 @@ OUT ?= runs/quickstart
 
 .PHONY: install run demo test test-slow bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
 
-$(STAMP): pyproject.toml
+CONSTRAINTS ?= constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
