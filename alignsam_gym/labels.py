@@ -22,6 +22,7 @@ import torch
 
 from alignsam_gym.devices import resolve_device
 from alignsam_gym.episode import Episode
+from alignsam_gym.lru import LRU
 from alignsam_gym.srm import SRM, make_srm
 
 LABEL_SOURCES = ("srm", "gt", "positive", "last_mask", "clip")
@@ -108,43 +109,74 @@ class SRMLabeler:
     name = "srm"
 
     def __init__(self, in_channels: int, branch: str = "implicit", device: str | torch.device = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, terms_cache_bytes: int = 1 << 30) -> None:
         self.device = resolve_device(device)
         self.network: SRM = make_srm(in_channels, branch, seed=seed).to(self.device).eval()
+        #: bumped by every :meth:`set_weights`; image terms of older weights are recomputed
+        self.version = 0
+        self.terms_cache_bytes = int(terms_cache_bytes)
+        self._terms = self._new_terms_cache()
+
+    def _new_terms_cache(self) -> LRU[int, tuple[np.ndarray, int, dict[str, torch.Tensor]]]:
+        """Per image: the SRM's image-only work (``SRM.image_terms``), reused at every step of its episodes."""
+        return LRU(max_bytes=self.terms_cache_bytes, size=_terms_bytes)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_terms"}  # a copy elsewhere starts its own cache
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._terms = self._new_terms_cache()
 
     @property
     def branch(self) -> str:
         return self.network.branch
 
     @torch.inference_mode()
-    def probabilities(self, states: Sequence[np.ndarray], clip_states: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-        """The SRM's ``(h, w) float32`` foreground probability for each ``(C, h, w)`` state.
+    def probabilities(self, episodes: Sequence[Episode], masks: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """The SRM's ``(h, w) float32`` foreground probability on each episode's state ``s_t = E(x) * M``
+        (``masks``: other ``(h, w)`` masks ``M``, e.g. ones for the unmasked embedding).
 
-        On the CPU one forward per state, which measured faster than a batch (32 SAM-sized states:
-        467 ms one by one, 614 ms in chunks of 8, 659-829 ms as one batch); on an accelerator one
-        batched forward. The SRM has no coupling across the batch, so the results are the same.
+        The image-only part of the SRM's first convolution is computed once per image and weights
+        (:meth:`alignsam_gym.srm.SRM.image_terms`), so a step costs the rest. On the CPU one forward per
+        episode, which measured faster than a batch; on an accelerator one batched forward. The SRM has
+        no coupling across the batch, so the results are the same.
         """
-        chunk = 1 if self.device.type == "cpu" else len(states)
+        masks = [e.grid_mask for e in episodes] if masks is None else masks
+        chunk = 1 if self.device.type == "cpu" else len(episodes)
         out: list[np.ndarray] = []
-        for start in range(0, len(states), chunk):
-            batch = _tensor(states[start:start + chunk], self.device)
-            clip = _tensor(clip_states[start:start + chunk], self.device) if self.branch == "explicit" else None
-            out.extend(torch.sigmoid(self.network(batch, clip))[:, 0].float().cpu().numpy())
+        for start in range(0, len(episodes), chunk):
+            part = episodes[start:start + chunk]
+            terms = [self._image_terms(e) for e in part]
+            batch = {k: torch.cat([t[k] for t in terms]) for k in terms[0]}
+            mask = _tensor(masks[start:start + chunk], self.device)
+            out.extend(torch.sigmoid(self.network.masked_logits(batch, mask))[:, 0].float().cpu().numpy())
         return out
 
+    def _image_terms(self, episode: Episode) -> dict[str, torch.Tensor]:
+        features = episode.embedding.features  # the clip state is fixed by the image and the env's text prompt
+        entry = self._terms.get(id(features))
+        if entry is not None and entry[0] is features and entry[1] == self.version:
+            return entry[2]
+        clip = _tensor([episode.clip_state], self.device) if self.branch == "explicit" else None
+        terms = self.network.image_terms(_tensor([features], self.device), clip)
+        self._terms.put(id(features), (features, self.version, terms))  # holding the array keeps its id unique
+        return terms
+
     def label(self, episodes: Sequence[Episode], points: Sequence[np.ndarray], image_size: int) -> list[int]:
-        probs = self.probabilities([e.state for e in episodes], [e.clip_state for e in episodes])
+        probs = self.probabilities(episodes)
         return [int(sample_bilinear(prob, p, image_size) > 0.5) for prob, p in zip(probs, points)]
 
     def scores(self, episode: Episode, points: np.ndarray, image_size: int) -> np.ndarray:
         """``(len(points),) float32``: the SRM's probability on the current state at each point."""
-        prob = self.probabilities([episode.state], [episode.clip_state])[0]
+        prob = self.probabilities([episode])[0]
         return np.array([sample_bilinear(prob, p, image_size) for p in points], dtype=np.float32)
 
     def initial_cells(self, episode: Episode) -> tuple[int, int, tuple[int, int]]:
         """The flat indices of the embedding cells the SRM scores highest and lowest on the unmasked
         embedding (the paper's evaluation start), and the grid's ``(h, w)``."""
-        prob = self.probabilities([episode.embedding.features], [episode.clip_state])[0]
+        _, h, w = episode.embedding.features.shape
+        prob = self.probabilities([episode], [np.ones((h, w), np.float32)])[0]
         return int(prob.argmax()), int(prob.argmin()), prob.shape
 
     def training_sample(self, episode: Episode) -> dict[str, np.ndarray]:
@@ -159,6 +191,7 @@ class SRMLabeler:
         """Load new weights (the SB3 plugin's callback pushes them)."""
         self.network.load_state_dict(state_dict)
         self.network.eval()
+        self.version += 1
 
 
 def _tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -168,6 +201,10 @@ def _tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
         tensor = torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
         return tensor[None].to(device)
     return torch.from_numpy(np.stack(arrays)).to(device)
+
+
+def _terms_bytes(entry: tuple[np.ndarray, int, dict[str, torch.Tensor]]) -> int:
+    return sum(t.numel() * t.element_size() for t in entry[2].values())
 
 
 def make_labeler(source: str) -> Labeler:

@@ -11,19 +11,26 @@ import pytest
 from tests.reference_episodes import CONFIGS, REFERENCE_FILE, VECTOR_CONFIG, play, play_vector, resolve
 
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
+#: float tolerance (relative, and absolute for the IoU) per configuration; actions, rewards and labels are exact
+TOLERANCE = {"default": 1e-5}
+#: SAM's mask decoder now normalises the image-to-token attention down transposed columns (10x faster on
+#: the CPU, sam_decoder._softmax_rows): the same arithmetic, rounded differently in the last place, so one
+#: low-resolution pixel near logit 0 may flip (IoU 0.136551 -> 0.136546 at one step of this episode)
+TOLERANCE["synthetic-saliency/sam"] = 1e-4
 
 
-def assert_fingerprint(got: dict, want: dict, where: str) -> None:
+def assert_fingerprint(got: dict, want: dict, where: str, tol: float = TOLERANCE["default"]) -> None:
     if "mask" in want:
-        assert_fingerprint(got["mask"], want["mask"], where + " mask")
+        assert_fingerprint(got["mask"], want["mask"], where + " mask", tol)
         return
     assert got["shape"] == want["shape"] and got["dtype"] == want["dtype"], where
-    np.testing.assert_allclose(got["sum"], want["sum"], rtol=1e-5, atol=1e-4, err_msg=where)
-    np.testing.assert_allclose(got["abs_sum"], want["abs_sum"], rtol=1e-5, atol=1e-4, err_msg=where)
-    np.testing.assert_allclose(got["probe"], want["probe"], rtol=1e-5, atol=1e-5, err_msg=where)
+    np.testing.assert_allclose(got["sum"], want["sum"], rtol=tol, atol=1e-4, err_msg=where)
+    np.testing.assert_allclose(got["abs_sum"], want["abs_sum"], rtol=tol, atol=1e-4, err_msg=where)
+    np.testing.assert_allclose(got["probe"], want["probe"], rtol=tol, atol=1e-5, err_msg=where)
 
 
 def assert_same_episodes(got: list, want: list, name: str) -> None:
+    tol = TOLERANCE.get(name, TOLERANCE["default"])
     assert len(got) == len(want), name
     for e, (got_steps, want_steps) in enumerate(zip(got, want)):
         assert len(got_steps) == len(want_steps), f"{name} episode {e}"
@@ -32,9 +39,10 @@ def assert_same_episodes(got: list, want: list, name: str) -> None:
             for key in ("action", "reward", "terminated", "truncated"):
                 assert g.get(key) == w.get(key), f"{where}: {key}"
             gi, wi = dict(g["info"]), dict(w["info"])
-            np.testing.assert_allclose(gi.pop("iou"), wi.pop("iou"), rtol=1e-6, atol=1e-7, err_msg=where)
+            iou_atol = 1e-7 if tol == TOLERANCE["default"] else tol  # SAM: up to ~3 of 27,000 mask pixels
+            np.testing.assert_allclose(gi.pop("iou"), wi.pop("iou"), rtol=1e-6, atol=iou_atol, err_msg=where)
             assert gi == wi, where
-            assert_fingerprint(g["obs"], w["obs"], where)
+            assert_fingerprint(g["obs"], w["obs"], where, tol)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -47,9 +47,19 @@ def _merge(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, n, h * c)
 
 
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """``torch.softmax(scores, dim=-1)``. Rows shorter than they are many (4096 image tokens attending
+    to about 14 prompt tokens) are normalised down the columns of the transposed scores instead:
+    PyTorch's CPU kernel ran 10x slower on 14-wide rows (4.4 ms against 0.46 ms for ``(1, 8, 4096, 14)``
+    on 2 cores); the results agree to a unit in the last place."""
+    if scores.shape[-1] < scores.shape[-2]:
+        return torch.softmax(scores.transpose(-1, -2).contiguous(), dim=-2).transpose(-1, -2)
+    return torch.softmax(scores, dim=-1)
+
+
 def _attend(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """SAM's ``Attention`` on already projected, head-separated ``q``, ``k``, ``v``."""
-    weights = torch.softmax((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]), dim=-1)
+    weights = _softmax_rows((q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]))
     return attn.out_proj(_merge(weights @ v))
 
 
@@ -87,16 +97,17 @@ def _block(block: nn.Module, queries, keys, query_pe, key_pe, first: ImageTokens
 
     t2i = block.cross_attn_token_to_image
     q = _heads(t2i.q_proj(queries + query_pe), t2i.num_heads)
+    keys_pe = None if first is not None else keys + key_pe  # used twice below: both attentions see these keys
     if first is not None:
         k, v = first.k0, first.v0
     else:
-        k, v = _heads(t2i.k_proj(keys + key_pe), t2i.num_heads), _heads(t2i.v_proj(keys), t2i.num_heads)
+        k, v = _heads(t2i.k_proj(keys_pe), t2i.num_heads), _heads(t2i.v_proj(keys), t2i.num_heads)
     queries = block.norm2(queries + _attend(t2i, q, k, v))
     queries = block.norm3(queries + block.mlp(queries))
 
     i2t = block.cross_attn_image_to_token
     qk = queries + query_pe
-    q = first.q0 if first is not None else _heads(i2t.q_proj(keys + key_pe), i2t.num_heads)
+    q = first.q0 if first is not None else _heads(i2t.q_proj(keys_pe), i2t.num_heads)
     k, v = _heads(i2t.k_proj(qk), i2t.num_heads), _heads(i2t.v_proj(queries), i2t.num_heads)
     keys = block.norm4(keys + _attend(i2t, q, k, v))
     return queries, keys
