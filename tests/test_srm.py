@@ -131,3 +131,28 @@ def test_action_masks(make_env):
     assert not info["action_mask"][[3, 7]].any() and info["action_mask"].sum() == 98
     env.reset(seed=1)
     assert env.unwrapped.action_masks().all()
+
+
+@pytest.mark.parametrize("branch", ["implicit", "explicit"])
+def test_masked_logits_from_image_terms_equal_the_forward_on_the_masked_state(branch):
+    """The labeler's path (image-only terms once, then per mask) is the SRM's function in another order."""
+    srm = make_srm(48, branch, hidden=32).eval()
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 48, 12, 12, generator=generator)
+    masks = torch.rand(2, 12, 12, generator=generator)
+    clip = torch.randn(2, 48, 12, 12, generator=generator) if branch == "explicit" else None
+    with torch.no_grad():
+        direct = srm(features * masks[:, None], clip)
+        factored = srm.masked_logits(srm.image_terms(features, clip), masks)
+    torch.testing.assert_close(factored, direct, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(direct[0], direct[1])  # the comparison is not between constants
+
+
+def test_the_labeler_recomputes_image_terms_after_new_weights(make_env):
+    env = make_env(task="synthetic-saliency")
+    env.reset(seed=0)
+    inner = env.unwrapped
+    before = inner.srm_scores()
+    assert np.array_equal(before, inner.srm_scores())  # cached terms, same weights: same scores
+    rigged(env, 3.0)  # sigmoid(3) everywhere
+    np.testing.assert_allclose(inner.srm_scores(), 1 / (1 + np.exp(-3.0)), rtol=1e-5)
