@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
 
-.PHONY: install run demo test test-slow bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
+.PHONY: install run demo test test-slow gpu-check gpu-wheels bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
 
 CONSTRAINTS ?= constraints.txt
 
@@ -47,6 +47,22 @@ benchmark-ccp: $(STAMP)
 
 benchmark-embedded: $(STAMP)
 	$(VENV)/bin/alignsam benchmark --config experiments/configs/bench_embedded.yaml --out experiments/results/bench_embedded
+
+# Every check that needs a GPU (without one it writes {"gpu": false}); see experiments/gpu_check.py.
+gpu-check: $(STAMP)
+	$(PY) experiments/gpu_check.py --json experiments/results/gpu_check.json
+
+# Wheels for a GPU machine without a package index (its image has torch, timm, opencv, ...): the packages it
+# lacks, at the versions installed here, and this package. On that machine:
+#   pip install --no-index --no-deps wheels/*.whl && python3 experiments/gpu_check.py --json OUT.json
+GPU_WHEELS ?= wheels
+GPU_PACKAGES := gymnasium|farama-notifications|stable-baselines3|sb3-contrib|segment-anything|open-clip-torch|ftfy|wcwidth
+gpu-wheels: $(STAMP)
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	$(PY) -m pip download --quiet --no-deps -d $(GPU_WHEELS) \
+		$$($(PY) -m pip freeze | grep -iE '^($(GPU_PACKAGES))==' | sed 's/_/-/g')
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w $(GPU_WHEELS) .
+	du -sh $(GPU_WHEELS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

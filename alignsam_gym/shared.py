@@ -28,3 +28,6 @@ class SharedInstances(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._instances)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._instances

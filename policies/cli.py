@@ -20,12 +20,24 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from alignsam_gym.atomic import write_json
 from alignsam_gym.data.tasks import SYNTHETIC_TASKS
+
+#: what ``ArgumentParser.add_subparsers`` returns
+Subcommands = Any
+
+
+def _write_result(args: argparse.Namespace, result: dict) -> int:
+    """Record the command in ``result`` and write it to ``--json`` when given; the command's exit code."""
+    result["command"] = args.command_line
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -88,7 +100,6 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, device="cpu")
     result = run_decoder_benchmark(backend, dataset, size=args.size, num_clicks=args.clicks, limit=args.limit,
                                    baseline=not args.no_baseline, speed_images=args.speed_images)
-    result["command"] = args.command_line
     curve = result["backend_result"]["miou_per_click"]
     print(f"\n{result['task']} at {args.size} px, {result['backend_result']['images']} images, mIoU after k clicks")
     print("clicks   " + " ".join(f"{k:>6d}" for k in range(1, len(curve) + 1)))
@@ -98,10 +109,7 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
     speed = result["decode_speed"]
     print(f"decode at {speed['image_size']}x{speed['image_size']}, 1 thread: median {speed['ms_median']} ms, "
           f"p95 {speed['ms_p95']} ms over {speed['decodes']} decodes")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+    return _write_result(args, result)
 
 
 def cmd_bench_episode(args: argparse.Namespace) -> int:
@@ -110,17 +118,13 @@ def cmd_bench_episode(args: argparse.Namespace) -> int:
 
     result = run_episode_benchmark(model_type=args.model_type, checkpoint=args.sam_checkpoint, episodes=args.episodes,
                                    device=str(resolve_device(args.device)))
-    result["command"] = args.command_line
     print(f"\nSAM {result['model_type']} ({result['weights']} weights) on {result['device']}, "
           f"{result['episodes']} episodes of reset + {result['max_prompts']} steps:")
     print(f"  SamPredictor.set_image per reset: median {result['predictor_per_reset_median_s']:.3f} s / episode")
     print(f"  AlignSAM-v0 with cached embeddings: median {result['env_cached_median_s']:.3f} s / episode "
           f"({result['env_step_ms_median']:.1f} ms / step)")
     print(f"  speed-up: {result['speedup_median']:.1f}x")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+    return _write_result(args, result)
 
 
 def cmd_bench_soak(args: argparse.Namespace) -> int:
@@ -128,41 +132,30 @@ def cmd_bench_soak(args: argparse.Namespace) -> int:
 
     result = run_soak(rounds=args.rounds, warmup=args.warmup, episodes=args.episodes, num_envs=args.num_envs,
                       num_images=args.num_images)
-    result["command"] = args.command_line
     print(f"\n{result['env_steps']} env steps in {result['wall_s']:.0f} s; after warm-up: RSS "
           f"{result['rss_growth_after_warmup_mib']:+.1f} MiB ({result['rss_slope_after_warmup_mib_per_round']:+.2f} "
           f"MiB/round), open files {result['open_files_growth_after_warmup']:+d}")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+    return _write_result(args, result)
 
 
 def cmd_cache_build(args: argparse.Namespace) -> int:
     from alignsam_gym.backends import backend_arguments, shared_backend, shared_cache
-    from alignsam_gym.data.prepare import prepared_sample
     from alignsam_gym.data.tasks import make_dataset
+    from alignsam_gym.precompute import encode_dataset, missing_images
 
     kwargs = backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type)
     backend = shared_backend(args.backend, device=args.device, **kwargs)
     cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
     dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
-    batch_size = args.batch_size or (8 if str(getattr(backend, "device", "cpu")).startswith("cuda") else 1)
-    encode_batch = getattr(backend, "encode_batch", None)
-    todo = [i for i in range(len(dataset)) if not cache.contains(backend, prepared_sample(dataset, i, args.image_size)[2])]
+    todo = missing_images(cache, backend, dataset, args.image_size)
     print(f"{args.task}/{args.split}: {len(dataset)} images, {len(dataset) - len(todo)} already cached in "
           f"{cache.directory}; encoding {len(todo)} with {backend.identity}")
-    start = time.perf_counter()
-    for k in range(0, len(todo), batch_size):
-        chunk = [prepared_sample(dataset, i, args.image_size) for i in todo[k:k + batch_size]]
-        images = [image for image, _, _ in chunk]
-        embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(images[0])]
-        for (_, _, digest), embedding in zip(chunk, embeddings):
-            cache.put(backend, digest, embedding)
-        done = min(k + batch_size, len(todo))
-        elapsed = time.perf_counter() - start
-        print(f"\r  [{done}/{len(todo)}] {elapsed:.1f} s, {elapsed / done:.2f} s/image", end="", flush=True)
-    print()
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        print(f"\r  [{done}/{total}] {seconds:.1f} s, {seconds / done:.2f} s/image", end="", flush=True)
+
+    report = encode_dataset(cache, backend, dataset, args.image_size, args.batch_size, progress, todo)
+    print(f"\n{report.encoded} encoded in {report.seconds:.1f} s (batch size {report.batch_size})")
     return 0
 
 
@@ -223,17 +216,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     srm = load_srm_weights(args.srm) if args.srm else None
     result = evaluate(args.policy, env_kwargs, episodes=args.episodes, seed=args.seed, srm_weights=srm,
                       device=args.device)
-    result.update({"policy": args.policy, **env_kwargs, "seed": args.seed,
-                   "command": args.command_line})
+    result.update({"policy": args.policy, **env_kwargs, "seed": args.seed})
     print(f"{'policy':24s} {'task':20s} {'episodes':>8s} {'fg rate':>8s} {'mIoU':>7s} {'F-beta':>7s} "
           f"{'E-phi':>7s} {'MAE':>7s} {'BER %':>7s} {'return':>7s}")
     print(f"{args.policy[-24:]:24s} {args.task:20s} {result['episodes']:8d} {result['foreground_rate']:8.3f} "
           f"{result['miou']:7.3f} {result['f_beta']:7.3f} {result['e_measure']:7.3f} {result['mae']:7.3f} "
           f"{result['ber_dataset']:7.2f} {result['return']:7.2f}")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+    return _write_result(args, result)
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -256,7 +245,6 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
                                devices=tuple(args.devices) if args.devices else None, episodes=args.episodes,
                                lite_episodes=args.lite_episodes,
                                num_images=args.num_images)
-    result["command"] = args.command_line
     print()
     for row in result["results"]:
         ratios = {k: v for k, v in row.items() if "_over_" in k}
@@ -264,10 +252,7 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
     memory = result["rollout_memory"]
     print(f"PPO rollout, compact / full observation memory: buffer {memory.get('compact_over_full_buffer')}, "
           f"tracked peak {memory.get('compact_over_full_peak')}")
-    if args.json:
-        write_json(args.json, result)
-        print(f"wrote {args.json}")
-    return 0
+    return _write_result(args, result)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -280,12 +265,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of every ``alignsam`` command."""
-    parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo(sub: Subcommands) -> None:
+    """``alignsam demo``."""
     demo = sub.add_parser("demo", help="one random-policy episode, written as an annotated GIF and PNG strip")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--task", default=None, help="task name (default: the env's default task)")
@@ -295,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto")
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_benches(sub: Subcommands) -> None:
+    """``alignsam bench decoder|episode|soak|env``."""
     bench = sub.add_parser("bench", help="benchmarks that print and write JSON")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     dec = bench_sub.add_parser("decoder", help="oracle-click quality and decode speed of a backend")
@@ -324,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--json", default=None)
     soak.set_defaults(func=cmd_bench_soak)
 
+    env = bench_sub.add_parser("env", help="env steps/s: common approach, cached env, DummyVecEnv, batched env; "
+                                          "PPO rollout memory per observation mode")
+    env.add_argument("--backends", nargs="+", default=["lite", "sam"], choices=["lite", "sam"])
+    env.add_argument("--sizes", nargs="+", type=int, default=[1, 8, 32], help="batched env sizes")
+    env.add_argument("--dummy-sizes", nargs="+", type=int, default=[8, 32], help="DummyVecEnv sizes")
+    env.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
+    env.add_argument("--sam-checkpoint", default=None, help="default: random weights of --model-type")
+    env.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
+    env.add_argument("--episodes", type=int, default=2, help="timed episodes per configuration (SAM)")
+    env.add_argument("--lite-episodes", type=int, default=10, help="timed episodes per configuration (lite)")
+    env.add_argument("--num-images", type=int, default=4)
+    env.add_argument("--json", default=None)
+    env.set_defaults(func=cmd_bench_env)
+
+
+def _add_cache(sub: Subcommands) -> None:
+    """``alignsam cache build``."""
     cache = sub.add_parser("cache", help="the embedding cache")
     cache_sub = cache.add_subparsers(dest="cache", required=True)
     build = cache_sub.add_parser("build", help="encode every image of a task into the cache")
@@ -337,16 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--image-size", type=int, default=800, help="as the env's image_size (default 800)")
     build.add_argument("--cache-dir", default=None, help="default: $ALIGNSAM_CACHE or ~/.cache/alignsam-gym")
     build.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="features on disk")
-    build.add_argument("--batch-size", type=int, default=None, help="images per encoder forward (GPU: 8)")
+    build.add_argument("--batch-size", type=int, default=None,
+                       help="images per encoder forward (GPU default 8, halved on out-of-memory; CPU 1)")
     build.add_argument("--device", default="auto")
     build.set_defaults(func=cmd_cache_build)
 
+
+def _add_weights(sub: Subcommands) -> None:
+    """``alignsam weights``."""
     wts = sub.add_parser("weights", help="official checkpoints: list, download, verify")
     wts.add_argument("action", choices=["list", "download", "verify"])
     wts.add_argument("target", nargs="?", help="download: a registry name; verify: a file path")
     wts.add_argument("--dir", default=None, help="download folder (default: $ALIGNSAM_WEIGHTS or ~/.cache/...)")
     wts.add_argument("--json", default=None, help="verify: write the report as JSON")
     wts.set_defaults(func=cmd_weights)
+
+
+def _add_runs(sub: Subcommands) -> None:
+    """``alignsam train`` and ``alignsam evaluate``."""
     train = sub.add_parser("train", help="train an agent (+ SRM) from a YAML config")
     train.add_argument("--config", default=None, help="YAML: algorithm, seed, total_timesteps, n_envs, vec_env, env, "
                                                       "hyperparameters, srm, checkpoint_every (see experiments/configs)")
@@ -375,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None)
     ev.set_defaults(func=cmd_evaluate)
 
+
+def _add_grids(sub: Subcommands) -> None:
+    """``alignsam quickstart`` and ``alignsam benchmark``."""
     qs = sub.add_parser("quickstart", help="PPO + SRM vs random + SRM on every embedded task (the main job)")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--tasks", nargs="+", default=None, help=f"default: {' '.join(SYNTHETIC_TASKS)}")
@@ -391,21 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--quiet", action="store_true")
     bm.set_defaults(func=cmd_benchmark)
 
-    env = bench_sub.add_parser("env", help="env steps/s: common approach, cached env, DummyVecEnv, batched env; "
-                                          "PPO rollout memory per observation mode")
-    env.add_argument("--backends", nargs="+", default=["lite", "sam"], choices=["lite", "sam"])
-    env.add_argument("--sizes", nargs="+", type=int, default=[1, 8, 32], help="batched env sizes")
-    env.add_argument("--dummy-sizes", nargs="+", type=int, default=[8, 32], help="DummyVecEnv sizes")
-    env.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
-    env.add_argument("--sam-checkpoint", default=None, help="default: random weights of --model-type")
-    env.add_argument("--devices", nargs="+", default=None, help="default: cpu, and cuda when present")
-    env.add_argument("--episodes", type=int, default=2, help="timed episodes per configuration (SAM)")
-    env.add_argument("--lite-episodes", type=int, default=10, help="timed episodes per configuration (lite)")
-    env.add_argument("--num-images", type=int, default=4)
-    env.add_argument("--json", default=None)
-    env.set_defaults(func=cmd_bench_env)
 
-
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every ``alignsam`` command."""
+    parser = argparse.ArgumentParser(prog="alignsam", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_runs, _add_grids, _add_benches, _add_cache, _add_weights):
+        add(sub)
     return parser
 
 

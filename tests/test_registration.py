@@ -60,5 +60,5 @@ def test_construction_is_cheap_and_shares_the_backend():
     second = gym.make("AlignSAM-v0", num_images=1, task="synthetic-blur", backend_kwargs=kwargs)
     backend = first.unwrapped.backend
     assert backend is second.unwrapped.backend is shared_backend("lite", device="auto", **kwargs)
-    assert backend._model is None
+    assert not backend.is_loaded
     assert first.observation_space.shape == (432, 11, 11)

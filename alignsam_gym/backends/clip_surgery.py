@@ -38,7 +38,7 @@ from torch import nn
 from alignsam_gym.backends.base import ImageEmbedding
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.shared import SharedInstances
-from alignsam_gym.devices import resolve_device
+from alignsam_gym.devices import DeviceSpec, device_tag
 
 CLIP_CHECKPOINT_ENV = "ALIGNSAM_CLIP_CHECKPOINT"
 #: prompt ensemble (our own list); the text features are the mean of the normalised templates
@@ -125,7 +125,7 @@ class ClipSurgeryMaps:
         if not text_prompt or not isinstance(text_prompt, str):
             raise ValueError(f"text_prompt must be a non-empty string, got {text_prompt!r}")
         self.text_prompt, self.model_name, self.surgery_blocks = text_prompt, model_name, int(surgery_blocks)
-        self.device = resolve_device(device)
+        self.device_spec = DeviceSpec(device)
         self._model: nn.Module | None = None
         self._text: tuple[torch.Tensor, torch.Tensor] | None = None
         self._digest: str | None = None
@@ -136,7 +136,12 @@ class ClipSurgeryMaps:
         if self._digest is None:
             self._digest = sha256_of(self.checkpoint)
         return (f"clip-surgery-v1/{self.model_name}/{self._digest[:16]}/blocks{self.surgery_blocks}"
-                f"/text={self.text_prompt}")
+                f"/text={self.text_prompt}{device_tag(self.device)}")
+
+    @property
+    def device(self) -> torch.device:
+        """Where CLIP runs (``"auto"`` is resolved on first use, see :mod:`alignsam_gym.devices`)."""
+        return self.device_spec.device
 
     def model(self) -> nn.Module:
         with self._lock:

@@ -121,7 +121,8 @@ class EmbeddingCache:
         return key in self._entries or (path is not None and path.is_file())
 
     def put(self, backend: PromptableSegmenter, digest: str, embedding: ImageEmbedding) -> None:
-        """Store an embedding computed elsewhere (for example by a batched encode)."""
+        """Store an embedding computed elsewhere (for example by a batched encode); NaN/Inf is refused."""
+        check_finite(embedding, backend.identity, digest)
         self._store(backend.identity, digest, embedding)
         self._remember((backend.identity, digest), embedding)
 

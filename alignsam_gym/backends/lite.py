@@ -14,7 +14,6 @@ like SAM's 256x256 low-resolution logits.
 
 from __future__ import annotations
 
-import threading
 
 import cv2
 import numpy as np
@@ -24,10 +23,12 @@ import torch.nn.functional as F
 from alignsam_gym.backends import efficientnet_lite
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
 from alignsam_gym.backends.superpixel_graph import GraphParams, build_graph, random_walker
-from alignsam_gym.devices import resolve_device
+from alignsam_gym.devices import DeviceSpec, device_tag
+from alignsam_gym.shared import SharedInstances
 
 #: probabilities are clipped to [EPS, 1 - EPS] before the logit, so logits stay finite (|logit| < 9.3)
 EPS = 1e-4
+_networks: SharedInstances[torch.nn.Module] = SharedInstances()
 
 
 class LiteBackend(PromptableSegmenter):
@@ -49,28 +50,35 @@ class LiteBackend(PromptableSegmenter):
             raise ValueError(f"work_size must be at least 32 pixels, got {work_size}")
         self.encoder_size = int(encoder_size)
         self.work_size = int(work_size)
-        self.device = resolve_device(device)
+        self.device_spec = DeviceSpec(device)
         self.graph_params = graph or GraphParams()
-        self._model: torch.nn.Module | None = None
-        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the encoder runs (``"auto"`` is resolved on first use, see :mod:`alignsam_gym.devices`)."""
+        return self.device_spec.device
 
     @property
     def identity(self) -> str:
         p = self.graph_params
         return (f"lite-v1/tf_efficientnet_lite0-{efficientnet_lite.weights_digest()[:16]}/enc{self.encoder_size}"
                 f"/work{self.work_size}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
-                f"-b{p.boundary_scale}")
+                f"-b{p.boundary_scale}{device_tag(self.device)}")
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
         side = self.encoder_size // 32
         return (efficientnet_lite.FEATURE_CHANNELS[1] + efficientnet_lite.FEATURE_CHANNELS[2], side, side)
 
+    @property
+    def is_loaded(self) -> bool:
+        """Whether the encoder is in memory (it loads on the first encode)."""
+        return self.device_spec.resolved and str(self.device) in _networks
+
     def _network(self) -> torch.nn.Module:
-        with self._lock:
-            if self._model is None:
-                self._model = efficientnet_lite.load_feature_extractor().to(self.device)
-            return self._model
+        """The encoder, loaded once per physical device and process (every backend on that device shares it)."""
+        device = self.device
+        return _networks.get(str(device), lambda: efficientnet_lite.load_feature_extractor().to(device))
 
     def mask_shape_for(self, image_shape: tuple[int, int]) -> tuple[int, int]:
         """``(h_m, w_m)``: the working resolution for an ``(H, W)`` image (longest side ``work_size``)."""

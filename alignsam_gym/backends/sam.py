@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,9 +36,12 @@ from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, chec
 from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image, stack_images
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.lru import LRU
-from alignsam_gym.devices import resolve_device
+from alignsam_gym.shared import SharedInstances
+from alignsam_gym.devices import DeviceSpec, device_tag
 
 CHECKPOINT_ENV = "ALIGNSAM_SAM_CHECKPOINT"
+#: loaded models by (checkpoint, model type, builder, device): one copy per physical device and process
+_models: SharedInstances[nn.Module] = SharedInstances()
 
 
 @dataclass(frozen=True)
@@ -223,16 +225,24 @@ class SamBackend(PromptableSegmenter):
             raise ValueError(f"sam_model_type must be one of {sorted(OFFICIAL_ARCHITECTURES)} or None, "
                              f"got {model_type!r}")
         self.model_type = model_type
-        self.device = resolve_device(device)
+        self.device_spec = DeviceSpec(device)
         self.model_builder = model_builder
-        self._model: nn.Module | None = None
         self._arch: SamArchitecture | None = None
         self._digest: str | None = None
-        self._lock = threading.Lock()
+        self._batch_decode = batch_decode
         self.decoder_cache_size = max(1, int(decoder_cache_size))
         self._tokens: LRU[int, tuple[np.ndarray, ImageTokens]] = LRU(max_entries=self.decoder_cache_size)
         self._batches: LRU[tuple[int, ...], tuple[list[np.ndarray], ImageTokens]] = LRU(max_entries=2)
-        self.batch_decode = self.device.type == "cuda" if batch_decode is None else bool(batch_decode)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs (``"auto"`` is resolved on first use, see :mod:`alignsam_gym.devices`)."""
+        return self.device_spec.device
+
+    @property
+    def batch_decode(self) -> bool:
+        """Whether :meth:`decode_batch` runs one batched decoder forward (default: on CUDA)."""
+        return self.device.type == "cuda" if self._batch_decode is None else bool(self._batch_decode)
 
     # -- metadata, without building the model ---------------------------------------------------
     def _architecture(self) -> SamArchitecture | None:
@@ -249,7 +259,7 @@ class SamBackend(PromptableSegmenter):
         if self._digest is None:
             self._digest = sha256_of(self.checkpoint)
         kind = self.model_type if self.model_builder is not None else self._architecture().model_type
-        return f"sam-v1/{kind}/{self._digest[:16]}/longest{self.image_size}"
+        return f"sam-v1/{kind}/{self._digest[:16]}/longest{self.image_size}{device_tag(self.device)}"
 
     @property
     def image_size(self) -> int:
@@ -266,15 +276,17 @@ class SamBackend(PromptableSegmenter):
         return (arch.prompt_embed_dim, grid, grid)
 
     def model(self) -> nn.Module:
-        """The loaded model (built and loaded on first use; shared by every env of the process)."""
-        with self._lock:
-            if self._model is None:
-                if self.model_builder is not None:
-                    model = self.model_builder(str(self.checkpoint))
-                else:
-                    model, self._arch = load_sam(self.checkpoint, self.model_type)
-                self._model = model.to(self.device).eval()
-            return self._model
+        """The loaded model: built and loaded on first use, once per checkpoint and physical device in a
+        process (``"auto"``, ``"cuda"`` and ``"cuda:0"`` backends share one copy on the GPU)."""
+        device = self.device
+        key = (str(self.checkpoint.resolve()), self.model_type, self.model_builder, str(device))
+        return _models.get(key, lambda: self._load().to(device).eval())
+
+    def _load(self) -> nn.Module:
+        if self.model_builder is not None:
+            return self.model_builder(str(self.checkpoint))
+        model, self._arch = load_sam(self.checkpoint, self.model_type)
+        return model
 
     # -- protocol --------------------------------------------------------------------------------
     @torch.inference_mode()

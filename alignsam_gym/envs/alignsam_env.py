@@ -71,7 +71,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       ``sam_checkpoint``: SAM checkpoint path (default ``$ALIGNSAM_SAM_CHECKPOINT``);
       ``sam_model_type``: ``vit_b``/``vit_l``/``vit_h`` to insist on (default: read from the file).
       ``backend_kwargs``: extra keyword arguments for the backend. ``device``: ``"auto"`` (CUDA when
-      present), ``"cpu"``, ...
+      present), ``"cpu"``, ``"cuda[:N]"``: the device of the env's models (backend and SRM); ``"auto"``
+      is resolved on first use, so building an env never initialises CUDA (workers forked later can
+      use it), and a ``"cuda:N"`` this machine lacks is refused at once.
     - ``cache_dir``: folder of the on-disk embedding cache shared by every env, process and run
       (default ``$ALIGNSAM_CACHE`` or ``~/.cache/alignsam-gym``); ``False`` keeps embeddings in
       memory only.

@@ -152,8 +152,8 @@ class EnvCore:
         if srm_branch == "explicit" and self.clip_maps is None:
             raise ValueError("srm_branch='explicit' needs CLIP-Surgery maps: pass clip_checkpoint=PATH")
         branch = srm_branch or (spec.branch if self.clip_maps is not None else "implicit")
-        # one device for the env's models: the backend's (a backend without one: the CPU)
-        self.srm = SRMLabeler(channels, branch, device=getattr(self.backend, "device", "cpu"))
+        # one device for the env's models: the backend's (a backend without one: the CPU), resolved on first use
+        self.srm = SRMLabeler(channels, branch, device=getattr(self.backend, "device_spec", "cpu"))
         self.labeler: Labeler = self.srm if label_source == "srm" else make_labeler(label_source)
 
         centres = (np.arange(grid_size) + 0.5) * image_size / grid_size

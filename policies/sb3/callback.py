@@ -6,7 +6,8 @@ Instead, after every step it collects the current state and ground-truth target 
 (``env_method("srm_sample")``, which works across ``SubprocVecEnv`` processes), makes
 ``updates_per_step`` Adam updates (Q in the paper: 1 for the implicit branch, 5 for the explicit one)
 with Dice + BCE, and pushes the new weights to every env (``env_method("set_srm_weights")``) every
-``push_every`` steps. It logs ``srm/loss`` and ``srm/iou`` and saves and restores its state
+``push_every`` steps. It logs ``srm/loss`` and ``srm/iou`` once per rollout (mean loss and pooled IoU over
+its steps, kept on the device in between) and saves and restores its state
 (weights, optimiser, counters) so a resumed run continues where it stopped.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 
 from alignsam_gym.atomic import replacing
 from alignsam_gym.devices import resolve_device
@@ -55,6 +57,7 @@ class SRMCallback(BaseCallback):
         if self.srm is None:
             labeler = self.training_env.get_attr("srm", indices=[0])[0]  # the env's SRMLabeler
             self.srm = copy.deepcopy(labeler.network).to(self.device).train()
+            self._sums = torch.zeros(4, device=self.device)
             self.optimizer = torch.optim.Adam(self.srm.parameters(), lr=self.learning_rate)
             if self._pending_state is not None:
                 self._restore(self._pending_state)
@@ -73,17 +76,35 @@ class SRMCallback(BaseCallback):
             loss.backward()
             self.optimizer.step()
         self.srm_steps += 1
-        with torch.no_grad():
+        with torch.no_grad():  # summed on the device: no host synchronisation per step
             pred, truth = logits > 0, target > 0.5
-            union = (pred | truth).sum().item()
-            self.logger.record("srm/loss", float(loss.item()))
-            self.logger.record("srm/iou", float((pred & truth).sum().item() / union) if union else 1.0)
+            self._sums += torch.stack([loss.detach(), (pred & truth).sum().float(), (pred | truth).sum().float(),
+                                       torch.ones((), device=loss.device)])
         if self.srm_steps % self.push_every == 0:
             self._push()
         return True
 
+    def _on_rollout_end(self) -> None:
+        self._record()
+
+    def _on_training_end(self) -> None:
+        self._record()
+
+    def _record(self) -> None:
+        """Log ``srm/loss`` (mean over the steps since the last record) and ``srm/iou`` (pooled over them):
+        one host synchronisation per rollout instead of three per step."""
+        loss_sum, inter, union, steps = self._sums.tolist()
+        if steps:
+            self.logger.record("srm/loss", loss_sum / steps)
+            self.logger.record("srm/iou", inter / union if union else 1.0)
+        self._sums.zero_()
+
     def _push(self) -> None:
-        weights = {k: v.detach().cpu().clone() for k, v in self.srm.state_dict().items()}
+        """New weights to every env: device tensors to envs in this process (no host copy), CPU copies
+        to envs in worker processes."""
+        in_process = not isinstance(_innermost(self.training_env), SubprocVecEnv)
+        weights = {k: v.detach().clone() if in_process else v.detach().cpu().clone()
+                   for k, v in self.srm.state_dict().items()}
         self.training_env.env_method("set_srm_weights", weights)
 
     # -- persistence -----------------------------------------------------------------------------
@@ -111,3 +132,10 @@ class SRMCallback(BaseCallback):
         self.optimizer.load_state_dict(state["optimizer"])
         self.srm_steps = int(state["srm_steps"])
         self._pending_state = None
+
+
+def _innermost(env: VecEnv) -> VecEnv:
+    """The vector env under any SB3 wrappers (VecMonitor, VecNormalize, ...)."""
+    while isinstance(env, VecEnvWrapper):
+        env = env.venv
+    return env

@@ -7,10 +7,14 @@ The run folder's files are :class:`~policies.runs.folder.RunFolder`'s; the confi
 from __future__ import annotations
 
 import signal
+import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym.devices import parse_device
 from alignsam_gym.observation import EmbeddingTable
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
@@ -28,6 +32,10 @@ def make_training_env(config: RunConfig) -> Any:
 
     config = RunConfig.from_dict(config)
     env_kwargs = {"device": config.device, **config.env}  # the run's device reaches the envs' models
+    if config.vec_env == "subproc" and _may_use_cuda(env_kwargs["device"]):
+        warnings.warn(f"vec_env 'subproc' with device {env_kwargs['device']!r}: every worker process holds its own "
+                      "CUDA context and model copy and decodes alone; vec_env 'batched' runs all envs on one model "
+                      "with batched decoding", RuntimeWarning, stacklevel=2)
     if config.vec_env == "batched":
         from policies.sb3.vec_env import AlignSAMVecEnv
 
@@ -41,6 +49,12 @@ def make_training_env(config: RunConfig) -> Any:
         env_kwargs["embedding_table"] = EmbeddingTable()  # one table for every env and the policy
     return make_vec_env(ENV_ID, n_envs=config.n_envs, seed=config.seed, env_kwargs=env_kwargs,
                         vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv)
+
+
+def _may_use_cuda(device: str) -> bool:
+    """Whether an env device argument can mean CUDA (asked without initialising CUDA)."""
+    spec = parse_device(device)
+    return spec.startswith("cuda") or (spec == "auto" and torch.cuda.device_count() > 0)
 
 
 def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False,

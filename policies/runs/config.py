@@ -1,0 +1,112 @@
+"""The run config: one typed object per training run, saved with it as ``config.yaml`` (CleanRL-style).
+
+A YAML run config holds some of these keys; the rest take the defaults below::
+
+    algorithm: ppo              # a preset of policies.sb3.presets: ppo, a2c, dqn, maskable_ppo, recurrent_ppo
+    seed: 0
+    total_timesteps: 20000
+    n_envs: 4
+    vec_env: dummy              # dummy, subproc (one process per env) or batched (AlignSAMVecEnv)
+    device: auto                # the policy's, the SRM callback's and the envs' models' device
+    checkpoint_every: 10000     # env steps between checkpoints (null: at the end and on SIGINT/SIGTERM only)
+    env: {task: synthetic-saliency, obs_size: 10}   # AlignSAM-v0 keyword arguments
+    hyperparameters: {}         # preset overrides (SB3 keyword arguments)
+    srm: {enabled: true, learning_rate: 1.0e-4, updates_per_step: null, push_every: 1}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policies.sb3.presets import PRESETS
+
+VEC_ENVS = ("dummy", "subproc", "batched")
+
+
+@dataclass(frozen=True)
+class SRMSettings:
+    """How :class:`~policies.sb3.callback.SRMCallback` trains the SRM (``enabled: false``: it is not trained)."""
+
+    enabled: bool = True
+    learning_rate: float = 1e-4
+    updates_per_step: int | None = None
+    push_every: int = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run (see the module docstring for each field)."""
+
+    algorithm: str = "ppo"
+    seed: int = 0
+    total_timesteps: int = 20000
+    n_envs: int = 4
+    vec_env: str = "dummy"
+    device: str = "auto"
+    checkpoint_every: int | None = 10000
+    env: dict[str, Any] = field(default_factory=lambda: {"task": "synthetic-saliency", "obs_size": 10})
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    srm: SRMSettings = field(default_factory=SRMSettings)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | RunConfig) -> RunConfig:
+        """A config from a mapping: ``env`` and ``srm`` are merged key by key onto the defaults, the
+        caller's dicts are never changed.
+
+        :raises ValueError: for unknown keys or values out of range, naming them.
+        """
+        if isinstance(raw, RunConfig):
+            return raw
+        if not isinstance(raw, dict):
+            raise ValueError(f"a run config is a mapping, got {type(raw).__name__}")
+        names = [f.name for f in fields(cls)]
+        unknown = set(raw) - set(names)
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(names)}")
+        raw = copy.deepcopy(raw)
+        default = cls()
+        env = {**default.env, **raw.pop("env", {})}
+        srm_raw = raw.pop("srm", {}) or {}
+        unknown = set(srm_raw) - {f.name for f in fields(SRMSettings)}
+        if unknown:
+            raise ValueError(f"unknown srm keys {sorted(unknown)}; expected some of "
+                             f"{sorted(f.name for f in fields(SRMSettings))}")
+        config = cls(**raw, env=env, srm=SRMSettings(**srm_raw))
+        if config.algorithm not in PRESETS:
+            raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
+        if config.vec_env not in VEC_ENVS:
+            raise ValueError(f"vec_env must be one of {list(VEC_ENVS)}, got {config.vec_env!r}")
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """Read a YAML run config; errors name the file."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read the run config ({err})") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: a run config is a YAML mapping, got {type(raw).__name__}")
+        try:
+            return cls.from_dict(raw)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}: {err}") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain mapping (the saved ``config.yaml``)."""
+        return asdict(self)
+
+    def with_changes(self, **changes: Any) -> RunConfig:
+        """A copy with some fields replaced."""
+        return replace(self, **changes)
+
+
+def resolve_config(config: dict[str, Any] | RunConfig) -> RunConfig:
+    """The :class:`RunConfig` of a mapping (defaults filled in) or the config itself."""
+    return RunConfig.from_dict(config)

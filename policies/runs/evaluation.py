@@ -1,0 +1,110 @@
+"""``alignsam evaluate``: deterministic episodes of a trained run or a heuristic, with the paper's metrics."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym.heuristics import HEURISTICS, choose
+from alignsam_gym.metrics import ber_counts, mask_metrics
+from policies.runs.checkpoint import load_model
+from policies.runs.folder import RunFolder
+from policies.runs.training import ENV_ID
+
+
+def _best_unprompted(model: Any, obs: np.ndarray, mask: np.ndarray) -> int:
+    """The deterministic action among the cells not prompted yet: the highest logit (actor-critic
+    policies) or Q-value (DQN) where ``mask`` is True."""
+    obs_t, _ = model.policy.obs_to_tensor(obs)
+    with torch.no_grad():
+        if hasattr(model, "q_net"):
+            scores = model.q_net(obs_t)[0]
+        else:
+            scores = model.policy.get_distribution(obs_t).distribution.logits[0]
+    scores = scores.cpu().numpy().copy()
+    scores[~mask] = -np.inf
+    return int(scores.argmax())
+
+
+def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: int = 0,
+             srm_weights: dict[str, torch.Tensor] | None = None, device: str = "auto",
+             no_repeats: bool = True, frames_at: tuple[int, ...] = ()) -> dict[str, Any]:
+    """Run ``episodes`` deterministic episodes and measure them.
+
+    :param policy: a heuristic (``"random"``, seeded; ``"centre"``; ``"srm_greedy"``; see
+        :mod:`alignsam_gym.heuristics`) or a run folder / ``model.zip`` path.
+    :param srm_weights: SRM weights for the env (labels and SRM initial prompts); a run's own by default.
+    :param no_repeats: every policy chooses among the cells it has not prompted yet this episode
+        (``env.action_masks()``): a deterministic policy whose mask stops changing would otherwise
+        prompt the same cell again and again (the paper's reward pays for repeats). RecurrentPPO
+        ignores it.
+    :param frames_at: prompt counts at which to keep a rendered frame of the first episode.
+    :return: ``foreground_rate`` (fraction of the agent's prompts on ground-truth foreground, paper Eq. 14),
+        ``miou`` (mean IoU after the last prompt), ``iou_curve`` (mean IoU after 0..T prompts), the final
+        masks' mean ``f_beta``, ``f_adaptive``, ``e_measure``, ``mae`` and per-image ``ber``, the dataset
+        ``ber_dataset`` (counts summed over episodes), ``return``, ``episodes``, ``srm_branch`` (the SRM
+        branch the env ran), ``wall_s``, and ``frames`` (``{prompts: (H, W, 3) uint8}``) when asked.
+    """
+    start = time.perf_counter()
+    model = model_file = None
+    if policy not in HEURISTICS:
+        run, model_file = RunFolder.of_model(policy)
+        if not model_file.is_file():
+            raise FileNotFoundError(f"no trained model at {model_file} (policies without training: {list(HEURISTICS)})")
+        run_config = run.read_config()
+        algorithm = run_config.algorithm
+        if srm_weights is None:
+            srm_weights = run.srm_weights()
+    env_kwargs = {"device": device, **env_kwargs}  # one device for the policy and the env's models
+    if frames_at:
+        env_kwargs = {**env_kwargs, "render_mode": "rgb_array"}
+    env = gym.make(ENV_ID, **env_kwargs)
+    inner = env.unwrapped
+    if model_file is not None:
+        model = load_model(algorithm, model_file, env, device, run_config.hyperparameters)
+    if srm_weights is not None:
+        inner.set_srm_weights(srm_weights)
+    rng = np.random.default_rng(seed)
+    hits, curves, returns, finals, frames = [], [], [], [], {}
+    for episode in range(episodes):
+        obs, info = env.reset(seed=seed + episode)
+        curve, total, done, state = [info["iou"]], 0.0, False, None
+        while not done:
+            if episode == 0 and len(curve) - 1 in frames_at:
+                frames[len(curve) - 1] = env.render()
+            mask = inner.action_masks() if no_repeats else np.ones(env.action_space.n, bool)
+            if model is None:
+                action = choose(policy, inner, rng) if no_repeats or policy != "random" else \
+                    int(rng.integers(env.action_space.n))
+            elif algorithm == "recurrent_ppo":
+                out, state = model.predict(obs, state=state, episode_start=np.array([len(curve) == 1]),
+                                           deterministic=True)
+                action = int(out)
+            else:
+                action = _best_unprompted(model, obs, mask)
+            obs, reward, terminated, truncated, info = env.step(action)
+            hits.append(info["is_foreground"])
+            curve.append(info["iou"])
+            total += reward
+            done = terminated or truncated
+        if episode == 0 and len(curve) - 1 in frames_at:
+            frames[len(curve) - 1] = env.render()
+        finals.append(mask_metrics(inner.mask_probability, inner.target_mask))
+        curves.append(curve)
+        returns.append(total)
+    env.close()
+    result = {"foreground_rate": float(np.mean(hits)), "miou": float(np.mean([f["iou"] for f in finals])),
+              "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)]}
+    for key in ("f_beta", "f_adaptive", "e_measure", "mae", "ber"):
+        result[key] = float(np.mean([f[key] for f in finals]))
+    result.update({"ber_dataset": ber_counts(finals), "return": float(np.mean(returns)), "episodes": episodes,
+                   "no_repeats": no_repeats, "srm_branch": inner.srm_branch, "wall_s": round(time.perf_counter() - start, 2)})
+    if frames_at:
+        result["frames"] = frames
+    return result

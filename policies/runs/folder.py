@@ -1,0 +1,158 @@
+"""``RunFolder``: the one place that knows a run folder's file names; every file in it is written atomically.
+
+A run folder holds:
+
+- ``config.yaml``: the resolved :class:`~policies.runs.config.RunConfig`;
+- ``train_images.txt``: the names of the training images (the seeded few-shot subset);
+- ``model.zip``: the SB3 model (policy, its optimiser state, step counter);
+- ``srm.pt``: the SRM callback's state (SRM weights, its optimiser state, its step counter);
+- ``state.json`` and ``rng.pt``: the step count and the Python, NumPy and torch (CPU and CUDA) random states;
+- ``tb/``: TensorBoard logs (SB3's metrics plus ``srm/loss`` and ``srm/iou``).
+
+Each file goes to a temporary name and is moved into place, so a crash mid-save leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignsam_gym.atomic import replacing, write_json, write_text, write_yaml
+from alignsam_gym.digests import sha256_of
+from policies.runs.config import RunConfig
+
+
+class RunFolder:
+    """A training run's folder (it need not exist yet).
+
+    :param path: the folder.
+    """
+
+    CONFIG = "config.yaml"
+    TRAIN_IMAGES = "train_images.txt"
+    MODEL = "model.zip"
+    SRM = "srm.pt"
+    STATE = "state.json"
+    RNG = "rng.pt"
+    TENSORBOARD = "tb"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    config_file = property(lambda self: self.path / self.CONFIG)
+    train_images_file = property(lambda self: self.path / self.TRAIN_IMAGES)
+    model_file = property(lambda self: self.path / self.MODEL)
+    srm_file = property(lambda self: self.path / self.SRM)
+    state_file = property(lambda self: self.path / self.STATE)
+    rng_file = property(lambda self: self.path / self.RNG)
+    tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
+
+    @classmethod
+    def of_model(cls, path: str | Path) -> tuple[RunFolder, Path]:
+        """The run folder of a run folder or ``model.zip`` path, and the model file."""
+        path = Path(path)
+        if path.is_dir():
+            return cls(path), path / cls.MODEL
+        return cls(path.parent), path
+
+    # -- config and records ------------------------------------------------------------------------
+    def write_config(self, config: RunConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.config_file, config.to_dict())
+
+    def read_config(self) -> RunConfig:
+        """The saved config (the defaults when the folder has none, e.g. a bare ``model.zip``)."""
+        return RunConfig.load(self.config_file) if self.config_file.is_file() else RunConfig()
+
+    def write_train_images(self, names: list[str]) -> None:
+        write_text(self.train_images_file, "\n".join(names) + "\n")
+
+    def has_model(self) -> bool:
+        return self.model_file.is_file()
+
+    def steps_done(self) -> int:
+        """Env steps of the last checkpoint (0 without one)."""
+        if not self.state_file.is_file():
+            return 0
+        return int(self._read_state().get("num_timesteps", 0))
+
+    def digests(self) -> dict[str, str | None]:
+        """Short SHA-256 digests of ``model.zip`` and ``srm.pt`` (None where absent), for records."""
+        return {"model": _digest(self.model_file), "srm": _digest(self.srm_file)}
+
+    def srm_weights(self) -> dict[str, torch.Tensor] | None:
+        """The SRM weights of ``srm.pt`` (None without it)."""
+        if not self.srm_file.is_file():
+            return None
+        return load_srm_weights(self.srm_file)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self, model: Any, srm_callback: Any | None = None) -> None:
+        """Write ``model.zip``, ``srm.pt`` (when the callback trained an SRM), the random states and
+        ``state.json`` (last, so its step count never runs ahead of the files)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with replacing(self.model_file, suffix=".zip") as tmp:  # SB3 appends .zip to a path without it
+            model.save(tmp)
+        if srm_callback is not None and srm_callback.srm is not None:
+            srm_callback.save(self.srm_file)
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        with replacing(self.rng_file) as tmp:
+            torch.save(rng, tmp)
+        numpy_state = np.random.get_state()
+        state = {"num_timesteps": int(model.num_timesteps), "python_random": _jsonable(random.getstate()),
+                 "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+        write_json(self.state_file, state)
+
+    def restore_random_state(self) -> int | None:
+        """Restore the random states of the last checkpoint; return its step count (None: no checkpoint)."""
+        if not self.state_file.is_file():
+            return None
+        try:
+            state = self._read_state()
+            py = state["python_random"]
+            random.setstate((py[0], tuple(py[1]), py[2]))
+            name, keys, *rest = state["numpy_random"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+            if self.rng_file.is_file():
+                rng = torch.load(self.rng_file, weights_only=True)
+                torch.set_rng_state(rng["torch"])
+                if "cuda" in rng and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all(rng["cuda"][:torch.cuda.device_count()])
+            return int(state["num_timesteps"])
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{self.state_file}: damaged run state ({type(err).__name__}: {err})") from err
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{self.state_file}: damaged run state ({type(err).__name__}: {err})") from err
+
+
+def load_srm_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """SRM weights from a run's ``srm.pt`` (loaded without unpickling code)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["srm"]
+
+
+def _digest(path: Path) -> str | None:
+    return sha256_of(path)[:16] if path.is_file() else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
