@@ -8,6 +8,8 @@ Conventions, stated once:
 - Per-image scores are averaged over images for a dataset (``mIoU`` = mean per-image IoU), except
   where the literature aggregates counts over the dataset (``ber_counts``, say so in a report).
 - Empty cases are defined, never NaN: see each function.
+- ``ignore`` (optional, boolean, ``target``'s shape): unlabelled pixels (GrabCut's boundary band);
+  every metric counts only the labelled ones.
 """
 
 from __future__ import annotations
@@ -21,7 +23,20 @@ BETA2 = 0.3
 EPS = np.finfo(np.float64).eps
 
 
-def _pair(pred: np.ndarray, target: np.ndarray, binary: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``target`` at the labelled pixels only (flattened), or as they are without ``ignore``."""
+    if ignore is None:
+        return pred, target
+    ignore = np.asarray(ignore)
+    if ignore.shape != target.shape or ignore.dtype != bool:
+        raise ValueError(f"ignore must be a boolean mask of the target's shape {target.shape}, got {ignore.shape} "
+                         f"{ignore.dtype}")
+    keep = ~ignore
+    return pred[keep], target[keep]
+
+
+def _pair(pred: np.ndarray, target: np.ndarray, binary: bool = True,
+          ignore: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     pred, target = np.asarray(pred), np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {pred.shape} and {target.shape}")
@@ -29,17 +44,19 @@ def _pair(pred: np.ndarray, target: np.ndarray, binary: bool = True) -> tuple[np
         raise ValueError(f"target must be a boolean mask, got dtype {target.dtype}")
     if binary and pred.dtype != bool:
         raise ValueError(f"pred must be a boolean mask here, got dtype {pred.dtype} (threshold probabilities first)")
-    return pred, target
+    return _labelled(pred, target, ignore)
 
 
-def iou(pred: np.ndarray, target: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of the same shape: ``|P & G| / |P | G|``.
+def iou(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> float:
+    """Intersection over union of two boolean masks of the same shape: ``|P & G| / |P | G|``, over the
+    labelled pixels.
 
     Both empty counts as a perfect match (1.0).
     """
     pred, target = np.asarray(pred, bool), np.asarray(target, bool)
     if pred.shape != target.shape:
         raise ValueError(f"pred and target must have the same shape, got {pred.shape} and {target.shape}")
+    pred, target = _labelled(pred, target, ignore)
     union = np.count_nonzero(pred | target)
     return 1.0 if union == 0 else float(np.count_nonzero(pred & target) / union)
 
@@ -59,10 +76,10 @@ def class_mean_iou(ious_by_class: dict[str, Iterable[float]]) -> float:
     return float(np.mean([miou(v) for v in ious_by_class.values()]))
 
 
-def precision_recall(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+def precision_recall(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> tuple[float, float]:
     """``(TP / |P|, TP / |G|)``; an empty prediction has precision 1 if the target is empty too, else 0;
     an empty target has recall 1 if the prediction is empty, else 0."""
-    pred, target = _pair(pred, target)
+    pred, target = _pair(pred, target, ignore=ignore)
     tp = np.count_nonzero(pred & target)
     n_pred, n_true = np.count_nonzero(pred), np.count_nonzero(target)
     precision = tp / n_pred if n_pred else float(n_true == 0)
@@ -70,9 +87,9 @@ def precision_recall(pred: np.ndarray, target: np.ndarray) -> tuple[float, float
     return float(precision), float(recall)
 
 
-def f_beta(pred: np.ndarray, target: np.ndarray, beta2: float = BETA2) -> float:
+def f_beta(pred: np.ndarray, target: np.ndarray, beta2: float = BETA2, ignore: np.ndarray | None = None) -> float:
     """``(1 + b^2) P R / (b^2 P + R)`` with ``b^2 = 0.3`` (Achanta et al. 2009), 0 when ``P = R = 0``."""
-    p, r = precision_recall(pred, target)
+    p, r = precision_recall(pred, target, ignore)
     return 0.0 if p == 0 and r == 0 else float((1 + beta2) * p * r / (beta2 * p + r))
 
 
@@ -81,14 +98,15 @@ def adaptive_threshold(prob: np.ndarray) -> float:
     return float(min(2.0 * float(np.mean(prob)), 1.0))
 
 
-def f_measure(prob: np.ndarray, target: np.ndarray, beta2: float = BETA2) -> float:
-    """Adaptive F-measure: ``f_beta`` of ``prob >= adaptive_threshold(prob)``.
+def f_measure(prob: np.ndarray, target: np.ndarray, beta2: float = BETA2, ignore: np.ndarray | None = None) -> float:
+    """Adaptive F-measure: ``f_beta`` of ``prob >= adaptive_threshold(prob)`` (the threshold from the
+    labelled pixels' mean).
 
     A binary prediction (``bool``) is used as it is.
     """
-    prob = np.asarray(prob)
+    prob, target = _pair(prob, np.asarray(target), binary=False, ignore=ignore)
     pred = prob if prob.dtype == bool else prob >= adaptive_threshold(prob)
-    return f_beta(pred, np.asarray(target), beta2)
+    return f_beta(pred, target, beta2)
 
 
 def f_measure_curve(prob: np.ndarray, target: np.ndarray, beta2: float = BETA2,
@@ -100,9 +118,9 @@ def f_measure_curve(prob: np.ndarray, target: np.ndarray, beta2: float = BETA2,
     return {"max": float(np.max(scores)), "mean": float(np.mean(scores))}
 
 
-def confusion_counts(pred: np.ndarray, target: np.ndarray) -> dict[str, int]:
+def confusion_counts(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, int]:
     """``tp``, ``tn``, ``n_pos`` (foreground pixels of the target) and ``n_neg`` (background pixels)."""
-    pred, target = _pair(pred, target)
+    pred, target = _pair(pred, target, ignore=ignore)
     return {"tp": int(np.count_nonzero(pred & target)), "tn": int(np.count_nonzero(~pred & ~target)),
             "n_pos": int(np.count_nonzero(target)), "n_neg": int(np.count_nonzero(~target))}
 
@@ -125,20 +143,20 @@ def ber_counts(counts: Iterable[dict[str, int]]) -> float:
     return float(100.0 * (1.0 - np.mean(rates)))
 
 
-def ber(pred: np.ndarray, target: np.ndarray) -> float:
+def ber(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> float:
     """Balance error rate of one image in percent (see :func:`ber_counts`)."""
-    return ber_counts([confusion_counts(pred, target)])
+    return ber_counts([confusion_counts(pred, target, ignore)])
 
 
-def e_measure(pred: np.ndarray, target: np.ndarray) -> float:
+def e_measure(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> float:
     """Enhanced-alignment measure E-phi of a binary prediction (Fan et al., IJCAI 2018).
 
     With ``phi_X = X - mean(X)``, the alignment ``xi = 2 phi_G phi_P / (phi_G^2 + phi_P^2 + eps)`` is
     enhanced to ``(1 + xi)^2 / 4`` and summed over pixels divided by ``(w h - 1 + eps)``, as the
     authors' code does. An empty target scores ``mean(1 - P)``-like (the enhanced map is ``1 - P``),
-    an all-foreground target uses ``P``.
+    an all-foreground target uses ``P``. With ``ignore``, the sums and means run over the labelled pixels.
     """
-    pred, target = _pair(pred, target)
+    pred, target = _pair(pred, target, ignore=ignore)
     p, g = pred.astype(np.float64), target.astype(np.float64)
     if not target.any():
         enhanced = 1.0 - p
@@ -151,9 +169,9 @@ def e_measure(pred: np.ndarray, target: np.ndarray) -> float:
     return float(enhanced.sum() / (p.size - 1 + EPS))
 
 
-def mae(prob: np.ndarray, target: np.ndarray) -> float:
+def mae(prob: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> float:
     """Mean absolute error between a probability map (or binary mask) and the target, in [0, 1]."""
-    prob, target = _pair(prob, target, binary=False)
+    prob, target = _pair(prob, target, binary=False, ignore=ignore)
     return float(np.mean(np.abs(prob.astype(np.float64) - target)))
 
 
@@ -165,11 +183,12 @@ def foreground_rate(is_foreground: Iterable[bool]) -> float:
     return float(values.mean())
 
 
-def mask_metrics(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def mask_metrics(prob: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, float]:
     """Every per-image metric of a probability map: ``iou``, ``f_beta`` (at 0.5), ``f_adaptive``,
-    ``e_measure`` (at 0.5), ``mae``, ``ber`` and the confusion counts for dataset-level BER."""
+    ``e_measure`` (at 0.5), ``mae``, ``ber`` and the confusion counts for dataset-level BER, each over the
+    labelled pixels."""
     prob = np.asarray(prob, dtype=np.float64)
     pred = prob > 0.5
-    return {"iou": iou(pred, target), "f_beta": f_beta(pred, target), "f_adaptive": f_measure(prob, target),
-            "e_measure": e_measure(pred, target), "mae": mae(prob, target), "ber": ber(pred, target),
-            **confusion_counts(pred, target)}
+    return {"iou": iou(pred, target, ignore), "f_beta": f_beta(pred, target, ignore=ignore),
+            "f_adaptive": f_measure(prob, target, ignore=ignore), "e_measure": e_measure(pred, target, ignore),
+            "mae": mae(prob, target, ignore), "ber": ber(pred, target, ignore), **confusion_counts(pred, target, ignore)}

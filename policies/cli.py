@@ -112,6 +112,27 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
     return _write_result(args, result)
 
 
+def cmd_bench_clicks(args: argparse.Namespace) -> int:
+    from alignsam_gym.backends import backend_arguments, make_backend
+    from alignsam_gym.data.tasks import make_dataset
+    from policies.benchmarks.clicks import run_clicks_benchmark
+
+    dataset = make_dataset(args.dataset, split="all", data_root=args.data_root)
+    backend = make_backend(args.backend, device=args.device,
+                           **backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type))
+    result = run_clicks_benchmark(backend, dataset, max_clicks=args.max_clicks, limit=args.limit,
+                                  baseline=not args.no_baseline, progress=not args.quiet)
+    rows = [(args.backend, result)] + ([("grabcut", result["grabcut"])] if "grabcut" in result else [])
+    print(f"\n{args.dataset}: {result['images']} items, {args.max_clicks} clicks, standard protocol")
+    print(f"{'':10s} {'NoC@85':>7s} {'NoC@90':>7s} {'NoF@85':>7s} {'NoF@90':>7s} {'IoU@1':>6s} {'IoU@3':>6s} "
+          f"{'IoU@5':>6s} {'s/click':>8s}")
+    for name, r in rows:
+        at = r["miou_at"]
+        print(f"{name:10s} {r['noc85']:7.2f} {r['noc90']:7.2f} {r['nof85']:7d} {r['nof90']:7d} {at[0]:6.3f} "
+              f"{at[min(2, len(at) - 1)]:6.3f} {at[min(4, len(at) - 1)]:6.3f} {r['seconds_per_click']:8.4f}")
+    return _write_result(args, result)
+
+
 def cmd_bench_episode(args: argparse.Namespace) -> int:
     from policies.benchmarks.episode import run_episode_benchmark
     from alignsam_gym.devices import resolve_device
@@ -292,6 +313,19 @@ def _add_benches(sub: Subcommands) -> None:
     dec.add_argument("--no-baseline", action="store_true", help="skip the GrabCut baseline")
     dec.add_argument("--json", default=None, help="write the results to this JSON file")
     dec.set_defaults(func=cmd_bench_decoder)
+    clk = bench_sub.add_parser("clicks", help="the standard click protocol (NoC@85/90, mIoU@k) on a standard set")
+    clk.add_argument("--dataset", required=True, help="grabcut, berkeley, davis, coco-mval, sbd (or any file task)")
+    clk.add_argument("--data-root", required=True, help="the dataset's folder, in its distributed layout")
+    clk.add_argument("--backend", default="lite")
+    clk.add_argument("--sam-checkpoint", default=None)
+    clk.add_argument("--sam-model-type", default=None)
+    clk.add_argument("--device", default="cpu")
+    clk.add_argument("--max-clicks", type=int, default=20)
+    clk.add_argument("--limit", type=int, default=None, help="only the first N items")
+    clk.add_argument("--no-baseline", action="store_true", help="skip OpenCV GrabCut")
+    clk.add_argument("--quiet", action="store_true")
+    clk.add_argument("--json", default=None)
+    clk.set_defaults(func=cmd_bench_clicks)
     epi = bench_sub.add_parser("episode", help="SAM episode time: cached env vs SamPredictor.set_image per reset")
     epi.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     epi.add_argument("--sam-checkpoint", default=None, help="real weights (default: random weights, same time)")

@@ -15,17 +15,24 @@ class Sample:
     :param image: ``(H, W, 3) uint8`` RGB.
     :param mask: ``(H, W) bool``, True = foreground (the task's target).
     :param name: a stable identifier (file stem or ``task/split/index``), for reports.
+    :param ignore: ``(H, W) bool``, True where the ground truth is unlabelled (GrabCut's and Berkeley's
+        band along the object boundary), or None: metrics count only labelled pixels, and the click
+        protocol never clicks there.
     """
 
     image: np.ndarray
     mask: np.ndarray
     name: str
+    ignore: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
             raise ValueError(f"{self.name}: image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
         if self.mask.shape != self.image.shape[:2] or self.mask.dtype != bool:
             raise ValueError(f"{self.name}: mask must be {self.image.shape[:2]} bool, got {self.mask.shape} {self.mask.dtype}")
+        if self.ignore is not None and (self.ignore.shape != self.mask.shape or self.ignore.dtype != bool):
+            raise ValueError(f"{self.name}: ignore must be {self.mask.shape} bool, got {self.ignore.shape} "
+                             f"{self.ignore.dtype}")
 
 
 class SegmentationDataset(abc.ABC):

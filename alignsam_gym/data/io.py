@@ -57,9 +57,11 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def read_label_map(path: str | Path) -> np.ndarray:
+def read_label_map(path: str | Path, any_channel: bool = False) -> np.ndarray:
     """A label or mask file as a 2-D integer array with its stored values (see the module docstring).
 
+    :param any_channel: a colour mask becomes the maximum over its channels (DAVIS: any non-zero channel
+        is foreground) instead of an error.
     :raises ValueError: naming the file, if it cannot be decoded or is a colour image.
     """
     path = Path(path)
@@ -68,6 +70,8 @@ def read_label_map(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: floating-point masks are not supported; expected integer labels")
     if image.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
         channels = np.asarray(image.convert("RGB"))
+        if any_channel:
+            return channels.max(axis=2)
         if not (np.array_equal(channels[..., 0], channels[..., 1])
                 and np.array_equal(channels[..., 0], channels[..., 2])):
             raise ValueError(f"{path}: expected a single-channel mask, got a colour image ({image.mode})")

@@ -17,6 +17,8 @@ from alignsam_gym.data.io import IMAGE_EXTENSIONS, check_same_size, files_by_ste
 
 #: ``(label map, its path) -> (H, W) bool`` foreground; raises ValueError naming the path on bad values
 Binarizer = Callable[[np.ndarray, Path], np.ndarray]
+#: ``(label map, its path) -> (H, W) bool`` unlabelled pixels (True = ignored), or None when all are labelled
+IgnoreRule = Callable[[np.ndarray, Path], "np.ndarray | None"]
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,14 @@ class PairedDataset(SegmentationDataset):
     :param task: the task name this dataset serves.
     :param pairs: the files, in a stable order.
     :param binarize: how a label map becomes the task's mask (checks the values too).
+    :param ignore: how a label map marks unlabelled pixels (None: every pixel is labelled).
+    :param any_channel: colour masks are read as the maximum over their channels.
     """
 
-    def __init__(self, task: str, pairs: list[Pair], binarize: Binarizer) -> None:
+    def __init__(self, task: str, pairs: list[Pair], binarize: Binarizer, ignore: IgnoreRule | None = None,
+                 any_channel: bool = False) -> None:
         self.task, self.pairs, self.binarize = task, list(pairs), binarize
+        self.ignore_rule, self.any_channel = ignore, any_channel
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -108,6 +114,7 @@ class PairedDataset(SegmentationDataset):
     def __getitem__(self, index: int) -> Sample:
         pair = self.pairs[self._check_index(index)]
         image = read_image(pair.image)
-        label = read_label_map(pair.mask)
+        label = read_label_map(pair.mask, any_channel=self.any_channel)
         check_same_size(image, label, pair.image, pair.mask)
-        return Sample(image=image, mask=self.binarize(label, pair.mask), name=pair.name)
+        ignore = None if self.ignore_rule is None else self.ignore_rule(label, pair.mask)
+        return Sample(image=image, mask=self.binarize(label, pair.mask), name=pair.name, ignore=ignore)

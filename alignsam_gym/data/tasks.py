@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from alignsam_gym.data.base import SegmentationDataset
-from alignsam_gym.data import public
+from alignsam_gym.data import interactive, public
 from alignsam_gym.data.ccp import CCPDataset
 from alignsam_gym.data.synthetic import SyntheticDataset
 from alignsam_gym.shared import SharedInstances
@@ -79,6 +79,11 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("msd-mirror", "implicit", "glass", True, _public(public.msd_mirror)),
         TaskSpec("duts-saliency", "implicit", "saliency object", True, _public(public.duts_saliency)),
         TaskSpec("folder", "explicit", "foreground object", True, _public(public.folder)),
+        TaskSpec("grabcut", "implicit", "object", True, _public(interactive.grabcut)),
+        TaskSpec("berkeley", "implicit", "object", True, _public(interactive.berkeley)),
+        TaskSpec("davis", "implicit", "object", True, _public(interactive.davis)),
+        TaskSpec("coco-mval", "implicit", "object", True, _public(interactive.coco_mval)),
+        TaskSpec("sbd", "implicit", "object", True, _public(interactive.SBDInstances)),
     ]
 }
 TASKS.update({f"voc-{c}": TaskSpec(f"voc-{c}", "explicit", c, True, _voc(c)) for c in public.VOC_CLASSES[1:]})
