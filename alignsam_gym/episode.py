@@ -31,6 +31,8 @@ class Episode:
     :param num_actions: ``grid_size**2``.
     :param clip_map: ``(h_c, w_c) float32`` CLIP-Surgery map of the task's text prompt, or None.
     :param embedding_key: ``(16,) uint8`` key of ``E(x)`` for compact observations, or None.
+    :param ignore: ``(S, S) bool`` unlabelled pixels of the ground truth (GrabCut's band), or None; the IoU
+        counts only labelled pixels.
     """
 
     image_index: int
@@ -41,6 +43,7 @@ class Episode:
     num_actions: int
     clip_map: np.ndarray | None = None
     embedding_key: np.ndarray | None = None
+    ignore: np.ndarray | None = None
     #: prompts so far, initial ones first: ``(x, y)`` pixels and labels (1 foreground, 0 background)
     points: list[np.ndarray] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
@@ -97,7 +100,7 @@ class Episode:
     @property
     def iou(self) -> float:
         """IoU of the current mask (``logits > 0``) with the ground truth at the mask's resolution."""
-        return self._memo("iou", lambda: iou(self.logits > 0, self.target_mask))
+        return self._memo("iou", lambda: iou(self.logits > 0, self.target_mask, self.target_ignore))
 
     @property
     def grid_mask(self) -> np.ndarray:
@@ -120,6 +123,17 @@ class Episode:
         return self._memo("target_mask", compute)
 
     @property
+    def target_ignore(self) -> np.ndarray | None:
+        """``(h_m, w_m) bool``: the unlabelled pixels at the mask's resolution, or None."""
+        if self.ignore is None:
+            return None
+
+        def compute() -> np.ndarray:
+            mh, mw = self.embedding.mask_shape
+            return cv2.resize(self.ignore.astype(np.uint8), (mw, mh), interpolation=cv2.INTER_NEAREST) > 0
+        return self._memo("target_ignore", compute)
+
+    @property
     def srm_target(self) -> np.ndarray:
         """``(h, w) float32``: the foreground fraction of each embedding cell (the SRM's training target)."""
         _, h, w = self.embedding.features.shape
@@ -139,5 +153,5 @@ class Episode:
         return self._memo("clip_state", compute)
 
     def is_foreground(self, point: np.ndarray) -> bool:
-        """The ground truth at ``point`` ``(x, y)`` in pixels."""
+        """The ground truth at ``point`` ``(x, y)`` in pixels (an unlabelled pixel is not foreground)."""
         return bool(self.mask[int(point[1]), int(point[0])])

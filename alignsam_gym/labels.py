@@ -27,6 +27,9 @@ from alignsam_gym.observation import masked_state
 from alignsam_gym.srm import SRM, make_srm
 
 LABEL_SOURCES = ("srm", "gt", "positive", "last_mask", "clip")
+#: images whose SRM terms (or first sighting) a labeler remembers: a vector env's worth; each entry also
+#: keeps its embedding alive, so the bound is on entries as well as on the terms' bytes
+TERMS_CACHE_IMAGES = 64
 
 
 def sample_bilinear(grid: np.ndarray, point: np.ndarray, image_size: int) -> float:
@@ -120,7 +123,7 @@ class SRMLabeler:
 
     def _new_terms_cache(self) -> LRU[int, tuple[np.ndarray, int, dict[str, torch.Tensor]]]:
         """Per image: the SRM's image-only work (``SRM.image_terms``), reused at every step of its episodes."""
-        return LRU(max_bytes=self.terms_cache_bytes, size=_terms_bytes)
+        return LRU(max_entries=TERMS_CACHE_IMAGES, max_bytes=self.terms_cache_bytes, size=_terms_bytes)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_terms"}  # a copy elsewhere starts its own cache

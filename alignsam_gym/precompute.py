@@ -37,7 +37,7 @@ class PrecomputeReport:
 def missing_images(cache: EmbeddingCache, backend: PromptableSegmenter, dataset: SegmentationDataset,
                    image_size: int = 800) -> list[int]:
     """Indices of the images of ``dataset`` (as the env prepares them at ``image_size``) ``cache`` lacks."""
-    return [i for i in range(len(dataset)) if not cache.contains(backend, prepared_sample(dataset, i, image_size)[2])]
+    return [i for i in range(len(dataset)) if not cache.contains(backend, prepared_sample(dataset, i, image_size).digest)]
 
 
 def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset: SegmentationDataset,
@@ -60,7 +60,7 @@ def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset:
     start, done = time.perf_counter(), 0
     while done < len(todo):
         chunk = [prepared_sample(dataset, i, image_size) for i in todo[done:done + batch]]
-        images = [image for image, _, _ in chunk]
+        images = [prepared.image for prepared in chunk]
         try:
             embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(images[0])]
         except torch.OutOfMemoryError:
@@ -70,8 +70,8 @@ def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        for (_, _, digest), embedding in zip(chunk, embeddings):
-            cache.put(backend, digest, embedding)
+        for prepared, embedding in zip(chunk, embeddings):
+            cache.put(backend, prepared.digest, embedding)
         done += len(chunk)
         if progress is not None:
             progress(done, len(todo), time.perf_counter() - start)

@@ -186,3 +186,19 @@ def test_the_clicks_command_writes_the_protocols_numbers(grabcut_root, tmp_path,
     assert 1 <= result["noc90"] <= 3 and 0 <= result["nof90"] <= 2 and result["command"].startswith("alignsam bench")
     assert result["grabcut"]["images"] == 2 and len(result["grabcut"]["records"][0]["ious"]) == 3
     assert "NoC@90" in capsys.readouterr().out
+
+
+def test_the_env_on_grabcut_counts_only_labelled_pixels(grabcut_root):
+    import gymnasium as gym
+
+    env = gym.make("AlignSAM-v0", task="grabcut", data_root=str(grabcut_root), split="test", label_source="gt")
+    inner = env.unwrapped
+    for seed in range(3):
+        _, info = env.reset(seed=seed)
+        if inner.target_ignore is not None and inner.target_ignore.any():
+            break
+    assert inner.target_ignore is not None and inner.target_ignore.any()
+    _, _, _, _, info = env.step(44)
+    prediction = inner.mask_probability > 0.5
+    assert info["iou"] == pytest.approx(iou(prediction, inner.target_mask, inner.target_ignore))
+    env.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -9,16 +11,27 @@ from alignsam_gym.data.base import SegmentationDataset
 from alignsam_gym.digests import image_digest
 from alignsam_gym.lru import LRU
 
-PreparedSample = tuple[np.ndarray, np.ndarray, str]
+
+
+class PreparedSample(NamedTuple):
+    """A dataset image as the env sees it: ``image`` ``(S, S, 3) uint8``, ``mask`` ``(S, S) bool``, the
+    image's ``digest`` (the embedding cache's key) and ``ignore`` ``(S, S) bool`` (unlabelled pixels) or None."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    digest: str
+    ignore: np.ndarray | None = None
+
+
 #: the last 128 prepared samples of the process (about 250 MB at 800 px), shared by every env
 _prepared: LRU[tuple[int, int, int], tuple[SegmentationDataset, PreparedSample]] = LRU(max_entries=128)
 
 
 def prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -> PreparedSample:
-    """``(image (S, S, 3) uint8, mask (S, S) bool, image digest)`` for ``S = image_size``; shared by all envs.
+    """The :class:`PreparedSample` of image ``index`` for ``S = image_size``; shared by all envs.
 
-    The image is resized with area interpolation and the mask with nearest neighbour; both arrays
-    are read-only. The digest keys the embedding cache.
+    The image is resized with area interpolation, the mask and the ignore band with nearest neighbour;
+    every array is read-only. The digest keys the embedding cache.
     Empty and all-foreground masks are valid (the env starts such episodes with one initial point).
     """
     key = (id(dataset), int(index), int(image_size))
@@ -27,8 +40,12 @@ def prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -
         return entry[1]
     sample = dataset[index]
     image = cv2.resize(sample.image, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    mask = cv2.resize(sample.mask.astype(np.uint8), (image_size, image_size), interpolation=cv2.INTER_NEAREST) > 0
-    image.flags.writeable = mask.flags.writeable = False
-    prepared = (image, mask, image_digest(image))
+    mask, ignore = (None if m is None else
+                    cv2.resize(m.astype(np.uint8), (image_size, image_size), interpolation=cv2.INTER_NEAREST) > 0
+                    for m in (sample.mask, sample.ignore))
+    for array in (image, mask, ignore):
+        if array is not None:
+            array.flags.writeable = False
+    prepared = PreparedSample(image, mask, image_digest(image), ignore)
     _prepared.put(key, (dataset, prepared))  # holding the dataset keeps its id unique
     return prepared

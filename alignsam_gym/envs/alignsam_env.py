@@ -44,7 +44,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Rewards
     +1 if the chosen point lies on ground-truth foreground, otherwise -1 (in float). Choosing a
-    foreground patch again is rewarded again, as in the paper.
+    foreground patch again is rewarded again, as in the paper. A point on an unlabelled pixel (GrabCut's
+    band along the object boundary) is not foreground; ``info["iou"]`` counts labelled pixels only.
 
     ## Starting State
     ``reset`` draws an image of the split uniformly with ``self.np_random`` (or takes
@@ -174,6 +175,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     def target_mask(self) -> np.ndarray:
         """``(h_m, w_m) bool``: the ground truth at the mask's resolution (what ``info["iou"]`` compares with)."""
         return self._require_episode("target_mask").target_mask.copy()
+
+    @property
+    def target_ignore(self) -> np.ndarray | None:
+        """``(h_m, w_m) bool``: unlabelled ground-truth pixels at the mask's resolution (GrabCut's band), or None."""
+        ignore = self._require_episode("target_ignore").target_ignore
+        return None if ignore is None else ignore.copy()
 
     @property
     def mask_probability(self) -> np.ndarray:

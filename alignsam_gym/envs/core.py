@@ -175,7 +175,7 @@ class EnvCore:
         """A new episode on image ``index``: encoded (from the cache when it can), with its initial
         prompts (drawn with ``rng`` for ``random_gt``) decoded."""
         settings = self.settings
-        image, mask, digest = prepared_sample(self.dataset, index, settings.image_size)
+        image, mask, digest, ignore = prepared_sample(self.dataset, index, settings.image_size)
         try:
             embedding = self.cache.encode(self.backend, image, digest)
         except ValueError as err:
@@ -188,7 +188,8 @@ class EnvCore:
         clip_map = None
         if self.clip_maps is not None:
             clip_map = self.cache.encode(self.clip_maps, image, digest).features[0]
-        episode = Episode(index, image, mask, embedding, settings.max_prompts, self.action_space.n, clip_map, key)
+        episode = Episode(index, image, mask, embedding, settings.max_prompts, self.action_space.n, clip_map, key,
+                          ignore)
         if settings.init_prompts == "random_gt":  # an empty or all-foreground mask has only one kind of point
             for region, label in ((mask, 1), (~mask, 0)):
                 if region.any():

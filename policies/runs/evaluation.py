@@ -95,7 +95,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
             done = terminated or truncated
         if episode == 0 and len(curve) - 1 in frames_at:
             frames[len(curve) - 1] = env.render()
-        finals.append(mask_metrics(inner.mask_probability, inner.target_mask))
+        finals.append(mask_metrics(inner.mask_probability, inner.target_mask, inner.target_ignore))
         curves.append(curve)
         returns.append(total)
     env.close()
