@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from alignsam_gym import __version__
 from alignsam_gym.atomic import write_json, write_yaml
@@ -49,6 +48,7 @@ from alignsam_gym.heuristics import HEURISTICS
 from policies.benchmarks.machine import command_line, machine
 from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
+from policies.runs.config import load_yaml_config
 from policies.sb3.presets import PRESETS
 
 DEFAULTS: dict[str, Any] = {
@@ -64,17 +64,7 @@ BRANCHES = ("default", "implicit", "explicit")
 
 def load_benchmark_config(path: str | Path) -> dict[str, Any]:
     """Read and check a benchmark config; errors name the file and the key."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the benchmark config ({err})") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a benchmark config is a YAML mapping, got {type(raw).__name__}")
-    try:
-        return resolve_benchmark_config(raw)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from err
+    return load_yaml_config(path, "benchmark config", resolve_benchmark_config)
 
 
 def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:

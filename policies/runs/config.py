@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import yaml
 
 from policies.sb3.presets import PRESETS
 
 VEC_ENVS = ("dummy", "subproc", "batched")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,17 +87,7 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         """Read a YAML run config; errors name the file."""
-        path = Path(path)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: cannot read the run config ({err})") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: a run config is a YAML mapping, got {type(raw).__name__}")
-        try:
-            return cls.from_dict(raw)
-        except (ValueError, TypeError) as err:
-            raise ValueError(f"{path}: {err}") from err
+        return load_yaml_config(path, "run config", cls.from_dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping (the saved ``config.yaml``)."""
@@ -105,6 +96,22 @@ class RunConfig:
     def with_changes(self, **changes: Any) -> RunConfig:
         """A copy with some fields replaced."""
         return replace(self, **changes)
+
+
+def load_yaml_config(path: str | Path, what: str, resolve: Callable[[dict[str, Any]], T]) -> T:
+    """Read the YAML mapping at ``path`` and ``resolve`` it (run and benchmark configs); every error,
+    unreadable file, not a mapping, or a bad key or value, names the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the {what} ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a {what} is a YAML mapping, got {type(raw).__name__}")
+    try:
+        return resolve(raw)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path}: {err}") from err
 
 
 def resolve_config(config: dict[str, Any] | RunConfig) -> RunConfig:
