@@ -8,7 +8,6 @@ click for images resized to ``speed_size`` squared (800, the env's default), tor
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
