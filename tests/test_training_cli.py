@@ -68,3 +68,25 @@ def test_quickstart_writes_the_report(tmp_path):
         assert record["backend"] == "lite" and record["label_source"] == "srm" and len(record["iou_curve"]) == 16
         assert record["srm_branch"] == "implicit"
     assert "synthetic-shapes" in (out / "report.md").read_text()
+
+
+def test_training_logs_episode_images_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from policies.runs import train
+
+    config = {**TINY, "total_timesteps": 64, "log_frames_every": 32,
+              "env": {**TINY["env"], "num_images": 2}}
+    run = train(config, tmp_path / "run", verbose=False)
+    images, scalars = set(), set()
+    for events in run.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events), size_guidance={"images": 0})
+        acc.Reload()
+        images.update(acc.Tags()["images"])
+        scalars.update(acc.Tags()["scalars"])
+        if "episode/frames" in acc.Tags()["images"]:
+            frames = acc.Images("episode/frames")
+    assert {"episode/frames", "episode/iou_curve"} <= images, images
+    assert "episode/final_iou" in scalars and {"srm/loss", "srm/iou"} <= scalars
+    # max_prompts 4: the frames after 0, 1 and 3 prompts, each 800x400 (image | ground truth)
+    assert len(frames) == 2 and frames[0].width == 800 and frames[0].height == 3 * 400

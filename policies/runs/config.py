@@ -9,6 +9,7 @@ A YAML run config holds some of these keys; the rest take the defaults below::
     vec_env: dummy              # dummy, subproc (one process per env) or batched (AlignSAMVecEnv)
     device: auto                # the policy's, the SRM callback's and the envs' models' device
     checkpoint_every: 10000     # env steps between checkpoints (null: at the end and on SIGINT/SIGTERM only)
+    log_frames_every: null      # env steps between TensorBoard episode images (frames and IoU curve; null: none)
     env: {task: synthetic-saliency, obs_size: 10}   # AlignSAM-v0 keyword arguments
     hyperparameters: {}         # preset overrides (SB3 keyword arguments)
     srm: {enabled: true, learning_rate: 1.0e-4, updates_per_step: null, push_every: 1}
@@ -50,6 +51,7 @@ class RunConfig:
     vec_env: str = "dummy"
     device: str = "auto"
     checkpoint_every: int | None = 10000
+    log_frames_every: int | None = None
     env: dict[str, Any] = field(default_factory=lambda: {"task": "synthetic-saliency", "obs_size": 10})
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     srm: SRMSettings = field(default_factory=SRMSettings)

@@ -15,20 +15,7 @@ from alignsam_gym.metrics import ber_counts, mask_metrics
 from policies.runs.checkpoint import load_model
 from policies.runs.folder import RunFolder
 from policies.runs.training import ENV_ID
-
-
-def _best_unprompted(model: Any, obs: np.ndarray, mask: np.ndarray) -> int:
-    """The deterministic action among the cells not prompted yet: the highest logit (actor-critic
-    policies) or Q-value (DQN) where ``mask`` is True."""
-    obs_t, _ = model.policy.obs_to_tensor(obs)
-    with torch.no_grad():
-        if hasattr(model, "q_net"):
-            scores = model.q_net(obs_t)[0]
-        else:
-            scores = model.policy.get_distribution(obs_t).distribution.logits[0]
-    scores = scores.cpu().numpy().copy()
-    scores[~mask] = -np.inf
-    return int(scores.argmax())
+from policies.sb3.acting import best_unprompted
 
 
 def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: int = 0,
@@ -86,7 +73,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
                                            deterministic=True)
                 action = int(out)
             else:
-                action = _best_unprompted(model, obs, mask)
+                action = best_unprompted(model, obs, mask)
             obs, reward, terminated, truncated, info = env.step(action)
             hits.append(info["is_foreground"])
             curve.append(info["iou"])

@@ -20,6 +20,7 @@ from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
 from policies.runs.folder import RunFolder
 from policies.sb3.callback import SRMCallback
+from policies.sb3.episode_images import EpisodeImages
 from policies.sb3.presets import make_model
 
 ENV_ID = "alignsam_gym:AlignSAM-v0"  # importable in subprocess workers too
@@ -97,9 +98,12 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
 
     remaining = config.total_timesteps - model.num_timesteps
     checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
+    images = None
+    if config.log_frames_every:  # what the agent does, in TensorBoard
+        images = EpisodeImages({"device": config.device, **config.env}, config.log_frames_every)
     try:
         if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=[c for c in (callback, checkpoint) if c is not None],
+            model.learn(total_timesteps=remaining, callback=[c for c in (callback, images, checkpoint) if c is not None],
                         progress_bar=progress_bar, reset_num_timesteps=not resume, tb_log_name="run")
     finally:  # an interrupted run keeps what it learned
         if model.num_timesteps > 0 or not resume:
