@@ -115,7 +115,7 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
 def cmd_bench_clicks(args: argparse.Namespace) -> int:
     from alignsam_gym.backends import backend_arguments, make_backend
     from alignsam_gym.data.tasks import make_dataset
-    from policies.benchmarks.clicks import run_clicks_benchmark
+    from policies.benchmarks.clicks import plot_curves, run_clicks_benchmark
 
     dataset = make_dataset(args.dataset, split="all", data_root=args.data_root)
     backend = make_backend(args.backend, device=args.device,
@@ -130,6 +130,9 @@ def cmd_bench_clicks(args: argparse.Namespace) -> int:
         at = r["miou_at"]
         print(f"{name:10s} {r['noc85']:7.2f} {r['noc90']:7.2f} {r['nof85']:7d} {r['nof90']:7d} {at[0]:6.3f} "
               f"{at[min(2, len(at) - 1)]:6.3f} {at[min(4, len(at) - 1)]:6.3f} {r['seconds_per_click']:8.4f}")
+    if args.plot:
+        plot_curves(result, args.plot)
+        print(f"wrote {args.plot}")
     return _write_result(args, result)
 
 
@@ -324,6 +327,7 @@ def _add_benches(sub: Subcommands) -> None:
     clk.add_argument("--limit", type=int, default=None, help="only the first N items")
     clk.add_argument("--no-baseline", action="store_true", help="skip OpenCV GrabCut")
     clk.add_argument("--quiet", action="store_true")
+    clk.add_argument("--plot", default=None, help="write the mIoU-against-clicks curve to this PNG")
     clk.add_argument("--json", default=None)
     clk.set_defaults(func=cmd_bench_clicks)
     epi = bench_sub.add_parser("episode", help="SAM episode time: cached env vs SamPredictor.set_image per reset")

@@ -91,3 +91,4 @@ def test_no_import_cycle_between_modules():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+

@@ -245,3 +245,15 @@ def test_a_model_zip_with_a_pickled_payload_is_loaded_without_running_it(tmp_pat
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match=r"junk\.zip: not a Stable-Baselines3 model archive"):
         load_model("ppo", tmp_path / "junk.zip", env, "cpu")
+
+
+def test_atomic_writes_give_files_the_usual_mode(tmp_path):
+    import os
+
+    from alignsam_gym.atomic import FILE_MODE, write_json
+
+    write_json(tmp_path / "a.json", {"x": 1})
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == FILE_MODE
+    umask = os.umask(0)
+    os.umask(umask)
+    assert FILE_MODE == 0o666 & ~umask  # what open() would give, not mkstemp's owner-only 0600

@@ -154,3 +154,29 @@ def run_clicks_benchmark(backend: PromptableSegmenter, dataset: SegmentationData
     result.update({"wall_s": round(time.perf_counter() - start, 1), "machine": machine(), "command": command_line(),
                    "package_version": __version__})
     return result
+
+
+def plot_curves(result: dict[str, Any], path: str) -> None:
+    """mIoU against clicks for the backend (and GrabCut when the result has it), with the 85 % and 90 % lines,
+    as a PNG at ``path`` (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from alignsam_gym.atomic import replacing
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, r in [(result["backend"], result)] + ([("grabcut", result["grabcut"])] if "grabcut" in result else []):
+        clicks = range(1, len(r["miou_at"]) + 1)
+        axis.plot(clicks, r["miou_at"], marker="o", markersize=3,
+                  label=f"{name} (NoC@90 {r['noc90']:.2f})")
+    for level in IOU_THRESHOLDS:
+        axis.axhline(level, color="grey", linewidth=0.6, linestyle="--")
+    axis.set(xlabel="clicks", ylabel="mIoU", ylim=(0, 1), xticks=range(0, result["max_clicks"] + 1, 2),
+             title=f"{result['dataset']}: standard click protocol, {result['images']} objects")
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    with replacing(path, suffix=".png") as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
