@@ -15,6 +15,9 @@ no BatchNorm (GroupNorm instead), so a sample's output never depends on the rest
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -135,3 +138,29 @@ def make_srm(in_channels: int, branch: str = "implicit", seed: int = 0, **kwargs
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return SRM(in_channels, branch, **kwargs)
+
+
+class SRMFile(NamedTuple):
+    """What an SRM file holds: the weights and, when recorded, the branch they belong to."""
+
+    weights: dict[str, torch.Tensor]
+    branch: str | None
+
+
+def load_srm_file(path: str | Path) -> SRMFile:
+    """Read an SRM file: a run's ``srm.pt`` or the file ``SRMCallback(save_path=...)`` writes (a dict with the
+    weights under ``"srm"`` and the branch under ``"branch"``), or a bare state dict. Loaded without unpickling
+    code (``weights_only``); a missing or malformed file is an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SRM file {path} does not exist (expected a run's srm.pt or an SRM state dict)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for damaged or code-carrying files
+        raise ValueError(f"{path}: not a readable SRM file ({type(err).__name__}: {err})") from err
+    if isinstance(state, dict) and isinstance(state.get("srm"), dict):
+        return SRMFile(state["srm"], state.get("branch"))
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return SRMFile(state, None)
+    raise ValueError(f"{path}: expected a dict with the SRM weights under 'srm' (a run's srm.pt) or a state dict "
+                     f"of tensors, got {type(state).__name__}")

@@ -92,6 +92,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``srm_branch``: ``"implicit"`` or ``"explicit"``; default the task's paper branch, except that an
       explicit task without CLIP maps (no ``clip_checkpoint``) runs the implicit branch. The branch
       that runs is ``env.unwrapped.srm_branch``.
+    - ``srm_checkpoint``: an SRM file to start the SRM from (a run's ``srm.pt``, or the file
+      ``SRMCallback(save_path=...)`` writes, e.g. from an RL Zoo run); its branch and shapes must match
+      the env's SRM, else a ``ValueError`` names the file. Default: the untrained SRM (seed 0).
     - ``clip_checkpoint``: open_clip weights for the CLIP-Surgery maps (default
       ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``);
       ``text_prompt``: the text of the CLIP maps, default the task's (set it for the ``folder`` task).

@@ -23,6 +23,7 @@ from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.episode import Episode
 from alignsam_gym.labels import LABEL_SOURCES, Labeler, SRMLabeler, make_labeler
 from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable, embedding_key, full_observation
+from alignsam_gym.srm import load_srm_file
 
 INIT_PROMPTS = ("random_gt", "srm")
 SRM_BRANCHES = ("implicit", "explicit")
@@ -89,6 +90,7 @@ class EnvCore:
         label_source: str = "srm",
         init_prompts: str = "random_gt",
         srm_branch: str | None = None,
+        srm_checkpoint: str | None = None,
         obs_size: int | None = None,
         obs_dtype: str = "float32",
         obs_mode: str = "full",
@@ -154,12 +156,33 @@ class EnvCore:
         branch = srm_branch or (spec.branch if self.clip_maps is not None else "implicit")
         # one device for the env's models: the backend's (a backend without one: the CPU), resolved on first use
         self.srm = SRMLabeler(channels, branch, device=getattr(self.backend, "device_spec", "cpu"))
+        if srm_checkpoint is not None:
+            self._load_srm(srm_checkpoint)
         self.labeler: Labeler = self.srm if label_source == "srm" else make_labeler(label_source)
 
         centres = (np.arange(grid_size) + 0.5) * image_size / grid_size
         cols, rows = np.meshgrid(centres, centres)
         #: ``(grid_size**2, 2)`` prompt ``(x, y)`` in pixels for each action
         self.action_points = np.stack([cols.ravel(), rows.ravel()], axis=1)
+
+    def _load_srm(self, path: str) -> None:
+        """Start the SRM from the weights of an SRM file (``srm_checkpoint``), checked against this env's SRM."""
+        saved = load_srm_file(path)
+        if saved.branch is not None and saved.branch != self.srm.branch:
+            raise ValueError(f"srm_checkpoint {path} holds the {saved.branch!r} SRM branch; this env runs the "
+                             f"{self.srm.branch!r} branch (set srm_branch={saved.branch!r}, with clip_checkpoint for "
+                             f"the explicit branch)")
+        expected = self.srm.network.state_dict()
+        for name, tensor in expected.items():
+            got = saved.weights.get(name)
+            if got is None or tuple(got.shape) != tuple(tensor.shape):
+                found = "missing" if got is None else f"shape {tuple(got.shape)}"
+                raise ValueError(f"srm_checkpoint {path} does not fit this env's SRM (backend {self.backend.name!r}, "
+                                 f"{self.srm.branch} branch): {name} is {found}, expected {tuple(tensor.shape)}")
+        extra = sorted(set(saved.weights) - set(expected))
+        if extra:
+            raise ValueError(f"srm_checkpoint {path} has weights this env's SRM lacks: {', '.join(extra[:5])}")
+        self.srm.set_weights(saved.weights)
 
     # -- episodes ------------------------------------------------------------------------------------
     def image_index(self, options: dict[str, Any] | None, rng: np.random.Generator) -> int:

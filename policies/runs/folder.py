@@ -25,6 +25,7 @@ import torch
 
 from alignsam_gym.atomic import replacing, write_json, write_text, write_yaml
 from alignsam_gym.digests import sha256_of
+from alignsam_gym.srm import load_srm_file
 from policies.runs.config import RunConfig
 
 
@@ -145,7 +146,7 @@ class RunFolder:
 
 def load_srm_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """SRM weights from a run's ``srm.pt`` (loaded without unpickling code)."""
-    return torch.load(path, map_location="cpu", weights_only=True)["srm"]
+    return load_srm_file(path).weights
 
 
 def _digest(path: Path) -> str | None:

@@ -8,7 +8,9 @@ Instead, after every step it collects the current state and ground-truth target 
 with Dice + BCE, and pushes the new weights to every env (``env_method("set_srm_weights")``) every
 ``push_every`` steps. It logs ``srm/loss`` and ``srm/iou`` once per rollout (mean loss and pooled IoU over
 its steps, kept on the device in between) and saves and restores its state
-(weights, optimiser, counters) so a resumed run continues where it stopped.
+(weights, optimiser, counters) so a resumed run continues where it stopped. With ``save_path`` it writes
+that state itself when training ends (for runners that do not call :meth:`save`, such as the RL Zoo);
+the env kwarg ``srm_checkpoint`` starts an env's SRM from such a file.
 """
 
 from __future__ import annotations
@@ -33,14 +35,17 @@ class SRMCallback(BaseCallback):
     :param updates_per_step: gradient updates per env step (None: 1 implicit, 5 explicit, the paper's Q).
     :param push_every: push weights to the envs every this many steps.
     :param device: where the SRM trains (``"auto"``: CUDA when present).
+    :param save_path: write the SRM's state (:meth:`save`) to this file when training ends (also when it is
+        interrupted); an existing file there is refused when training starts, so no earlier SRM is overwritten.
     :param verbose: SB3 verbosity.
     """
 
     def __init__(self, learning_rate: float = 1e-4, updates_per_step: int | None = None, push_every: int = 1,
-                 device: str = "auto", verbose: int = 0) -> None:
+                 device: str = "auto", save_path: str | Path | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         if push_every < 1:
             raise ValueError(f"push_every must be at least 1, got {push_every}")
+        self.save_path = Path(save_path) if save_path is not None else None
         self.learning_rate, self.push_every = learning_rate, int(push_every)
         self._updates = updates_per_step
         self.device = resolve_device(device)
@@ -54,6 +59,9 @@ class SRMCallback(BaseCallback):
         return self._updates if self._updates is not None else (5 if self.srm.branch == "explicit" else 1)
 
     def _on_training_start(self) -> None:
+        if self.save_path is not None and self.srm is None and self.save_path.exists():
+            raise FileExistsError(f"SRMCallback save_path {self.save_path} already exists; refusing to overwrite "
+                                  f"an earlier SRM (move it or choose another path)")
         if self.srm is None:
             labeler = self.training_env.get_attr("srm", indices=[0])[0]  # the env's SRMLabeler
             self.srm = copy.deepcopy(labeler.network).to(self.device).train()
@@ -89,6 +97,11 @@ class SRMCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self._record()
+        if self.save_path is not None and self.srm is not None:
+            self.save_path.parent.mkdir(parents=True, exist_ok=True)
+            self.save(self.save_path)
+            if self.verbose:
+                print(f"SRM saved to {self.save_path} ({self.srm_steps} SRM steps)")
 
     def _record(self) -> None:
         """Log ``srm/loss`` (mean over the steps since the last record) and ``srm/iou`` (pooled over them):
