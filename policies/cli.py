@@ -229,14 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from policies.runs import evaluate, load_srm_weights
 
-    env_kwargs = {"task": args.task, "split": args.split, "num_images": args.num_images,
-                  "init_prompts": args.init_prompts, "label_source": args.label_source}
-    if args.data_root:
-        env_kwargs["data_root"] = args.data_root
-    if args.obs_mode:
-        env_kwargs["obs_mode"] = args.obs_mode
-    if args.obs_size:
-        env_kwargs["obs_size"] = args.obs_size
+    env_kwargs = _env_kwargs(args)
     srm = load_srm_weights(args.srm) if args.srm else None
     result = evaluate(args.policy, env_kwargs, episodes=args.episodes, seed=args.seed, srm_weights=srm,
                       device=args.device)
@@ -247,6 +240,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"{result['miou']:7.3f} {result['f_beta']:7.3f} {result['e_measure']:7.3f} {result['mae']:7.3f} "
           f"{result['ber_dataset']:7.2f} {result['return']:7.2f}")
     return _write_result(args, result)
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The env keyword arguments of ``evaluate`` and ``record`` (see :func:`_add_env_options`)."""
+    env_kwargs = {"task": args.task, "split": args.split, "num_images": args.num_images,
+                  "init_prompts": args.init_prompts, "label_source": args.label_source}
+    for name in ("data_root", "obs_mode", "obs_size"):
+        if getattr(args, name):
+            env_kwargs[name] = getattr(args, name)
+    return env_kwargs
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from policies.recording import record_dataset
+
+    env_kwargs = _env_kwargs(args)
+    if args.srm:
+        env_kwargs["srm_checkpoint"] = args.srm
+    dataset = record_dataset(args.policy, args.dataset_id, env_kwargs, episodes=args.episodes, seed=args.seed,
+                             device=args.device, datasets_path=args.datasets_path)
+    print(f"wrote Minari dataset {args.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps, "
+          f"in {Path(dataset.storage.data_path).parent}")
+    return 0
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -406,21 +422,38 @@ def _add_runs(sub: Subcommands) -> None:
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", help="deterministic evaluation of a run folder, model.zip or a heuristic")
-    ev.add_argument("policy", help="a run folder, a model.zip, or a heuristic: random, centre, srm_greedy")
-    ev.add_argument("--task", default="synthetic-saliency")
-    ev.add_argument("--data-root", default=None)
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--num-images", type=int, default=50)
-    ev.add_argument("--episodes", type=int, default=20)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--obs-size", type=int, default=None, help="as in training (quickstart: 10)")
-    ev.add_argument("--obs-mode", default=None, choices=["full", "compact"], help="as in training")
-    ev.add_argument("--init-prompts", default="srm", choices=["srm", "random_gt"])
-    ev.add_argument("--label-source", default="srm")
-    ev.add_argument("--srm", default=None, help="SRM weights (srm.pt) for the env; a run's own by default")
-    ev.add_argument("--device", default="auto", help="the policy's and the env's device (auto, cpu, cuda, cuda:N)")
+    ev.add_argument("policy", help=POLICY_HELP)
+    _add_env_options(ev)
     ev.add_argument("--json", default=None)
     ev.set_defaults(func=cmd_evaluate)
+
+    rec = sub.add_parser("record", help="episodes of a run or a heuristic as a Minari dataset (the [minari] extra)")
+    rec.add_argument("--policy", required=True, help=POLICY_HELP)
+    _add_env_options(rec)
+    rec.add_argument("--dataset-id", required=True, help="Minari id, e.g. alignsam/grabcut/srm_greedy-v0")
+    rec.add_argument("--datasets-path", default=None,
+                     help="Minari's datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    rec.set_defaults(func=cmd_record)
+
+
+POLICY_HELP = "a run folder, a model.zip, or a heuristic: random, centre, srm_greedy"
+
+
+def _add_env_options(parser: argparse.ArgumentParser) -> None:
+    """The env options of ``evaluate`` and ``record``."""
+    parser.add_argument("--task", default="synthetic-saliency")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--num-images", type=int, default=50)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--obs-size", type=int, default=None, help="default: as the run was trained")
+    parser.add_argument("--obs-mode", default=None, choices=["full", "compact"],
+                        help="default: as the run was trained (record: compact for a heuristic)")
+    parser.add_argument("--init-prompts", default="srm", choices=["srm", "random_gt"])
+    parser.add_argument("--label-source", default="srm")
+    parser.add_argument("--srm", default=None, help="SRM weights (srm.pt) for the env; a run's own by default")
+    parser.add_argument("--device", default="auto", help="the policy's and the env's device (auto, cpu, cuda, cuda:N)")
 
 
 def _add_grids(sub: Subcommands) -> None:

@@ -90,3 +90,18 @@ def test_training_logs_episode_images_to_tensorboard(tmp_path):
     assert "episode/final_iou" in scalars and {"srm/loss", "srm/iou"} <= scalars
     # max_prompts 4: the frames after 0, 1 and 3 prompts, each 800x400 (image | ground truth)
     assert len(frames) == 2 and frames[0].width == 800 and frames[0].height == 3 * 400
+
+
+def test_record_a_trained_run_as_a_minari_dataset(tmp_path, config_file):
+    """`alignsam record` plays a trained run (observations as it was trained: full, obs_size 10) and Minari
+    reads the dataset back; evaluate also takes the run's observation settings without being told."""
+    minari = pytest.importorskip("minari")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config_file), "--out", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "1"]) == 0
+    assert main(["record", "--policy", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "2",
+                 "--dataset-id", "alignsam/synthetic-shapes/ppo-v0", "--datasets-path", str(tmp_path / "minari")]) == 0
+    dataset = minari.load_dataset("alignsam/synthetic-shapes/ppo-v0")
+    assert dataset.total_episodes == 2 and dataset.total_steps == 2 * 15
+    episode = next(iter(dataset.iterate_episodes([0])))
+    assert episode.observations.shape == (16, 432, 10, 10)

@@ -10,12 +10,9 @@ import numpy as np
 import torch
 
 import alignsam_gym  # noqa: F401  (registers the ids)
-from alignsam_gym.heuristics import HEURISTICS, choose
 from alignsam_gym.metrics import ber_counts, mask_metrics
-from policies.runs.checkpoint import load_model
-from policies.runs.folder import RunFolder
+from policies.runs.actor import Actor
 from policies.runs.training import ENV_ID
-from policies.sb3.acting import best_unprompted
 
 
 def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: int = 0,
@@ -25,6 +22,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
 
     :param policy: a heuristic (``"random"``, seeded; ``"centre"``; ``"srm_greedy"``; see
         :mod:`alignsam_gym.heuristics`) or a run folder / ``model.zip`` path.
+    :param env_kwargs: the env's keyword arguments; ``obs_mode``, ``obs_size`` and ``obs_dtype`` default to a
+        trained run's.
     :param srm_weights: SRM weights for the env (labels and SRM initial prompts); a run's own by default.
     :param no_repeats: every policy chooses among the cells it has not prompted yet this episode
         (``env.action_masks()``): a deterministic policy whose mask stops changing would otherwise
@@ -38,42 +37,26 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
         branch the env ran), ``wall_s``, and ``frames`` (``{prompts: (H, W, 3) uint8}``) when asked.
     """
     start = time.perf_counter()
-    model = model_file = None
-    if policy not in HEURISTICS:
-        run, model_file = RunFolder.of_model(policy)
-        if not model_file.is_file():
-            raise FileNotFoundError(f"no trained model at {model_file} (policies without training: {list(HEURISTICS)})")
-        run_config = run.read_config()
-        algorithm = run_config.algorithm
-        if srm_weights is None:
-            srm_weights = run.srm_weights()
-    env_kwargs = {"device": device, **env_kwargs}  # one device for the policy and the env's models
+    # one device for the policy and the env's models; observations as a trained run was trained unless given
+    env_kwargs = {"device": device, **Actor.observation_kwargs(policy), **env_kwargs}
     if frames_at:
         env_kwargs = {**env_kwargs, "render_mode": "rgb_array"}
     env = gym.make(ENV_ID, **env_kwargs)
     inner = env.unwrapped
-    if model_file is not None:
-        model = load_model(algorithm, model_file, env, device, run_config.hyperparameters)
+    actor = Actor(policy, env, seed=seed, device=device, no_repeats=no_repeats)
+    if srm_weights is None:
+        srm_weights = actor.srm_weights
     if srm_weights is not None:
         inner.set_srm_weights(srm_weights)
-    rng = np.random.default_rng(seed)
     hits, curves, returns, finals, frames = [], [], [], [], {}
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
-        curve, total, done, state = [info["iou"]], 0.0, False, None
+        actor.start_episode()
+        curve, total, done = [info["iou"]], 0.0, False
         while not done:
             if episode == 0 and len(curve) - 1 in frames_at:
                 frames[len(curve) - 1] = env.render()
-            mask = inner.action_masks() if no_repeats else np.ones(env.action_space.n, bool)
-            if model is None:
-                action = choose(policy, inner, rng) if no_repeats or policy != "random" else \
-                    int(rng.integers(env.action_space.n))
-            elif algorithm == "recurrent_ppo":
-                out, state = model.predict(obs, state=state, episode_start=np.array([len(curve) == 1]),
-                                           deterministic=True)
-                action = int(out)
-            else:
-                action = best_unprompted(model, obs, mask)
+            action = actor.act(obs)
             obs, reward, terminated, truncated, info = env.step(action)
             hits.append(info["is_foreground"])
             curve.append(info["iou"])
