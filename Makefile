@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
 
-.PHONY: install run demo test test-slow gpu-check gpu-wheels bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
+.PHONY: install run demo test test-slow docs gpu-check gpu-wheels bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
 
 CONSTRAINTS ?= constraints.txt
 
@@ -29,6 +29,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# The documentation site (Sphinx + furo, the [docs] extra, which the test extra includes): warnings are errors.
+docs: $(STAMP)
+	rm -rf docs/_build
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 bench-decoder: $(STAMP)
 	$(VENV)/bin/alignsam bench decoder --data-root ../shared/data/ccp --json experiments/results/decoder_ccp_person.json

@@ -63,6 +63,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     it is left to external time limits. Stepping a finished episode raises ``RuntimeError``.
 
     ## Arguments
+
     - ``task``: task name (see ``alignsam_gym.data.tasks``); default ``"synthetic-saliency"``.
     - ``data_root``: dataset folder, for file-based tasks only.
     - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50; for
@@ -113,6 +114,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     (``(grid_size**2,) bool``, False on cells already prompted; also ``env.action_masks()``).
 
     ## Version History
+
     - v0: initial release (paper dynamics; label sources ``srm``, ``gt``, ``positive``, ``last_mask``,
       ``clip``; initial prompts ``random_gt`` and ``srm``).
     """
@@ -136,14 +138,19 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     # -- Gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        """Start an episode (see Starting State): ``options={"image_index": i}`` picks the image."""
         super().reset(seed=seed)
         self.episode = self.core.start(self.core.image_index(options, self.np_random), self.np_random)
         return self.core.observe(self.episode), self.core.reset_info(self.episode)
 
     def step(self, action: int) -> StepResult:
+        """Prompt the centre of cell ``action``: ``(observation, reward, terminated, truncated, info)`` as the
+        class docstring specifies."""
         return self.core.step([self.episode], [action])[0]
 
     def render(self) -> np.ndarray | None:
+        """``(image_size // 2, image_size, 3) uint8``: the image with the mask and prompts, the ground truth beside
+        it (``render_mode="rgb_array"``; None otherwise)."""
         if self.render_mode is None:
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to gym.make")
             return None
