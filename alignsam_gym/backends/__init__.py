@@ -84,5 +84,12 @@ def _make_sam(**kwargs: Any) -> PromptableSegmenter:
     return make_sam_backend(**kwargs)
 
 
+def _make_sam2(**kwargs: Any) -> PromptableSegmenter:
+    from alignsam_gym.backends.sam2 import make_sam2_backend
+
+    return make_sam2_backend(**kwargs)
+
+
 register_backend("lite", _make_lite)
 register_backend("sam", _make_sam)
+register_backend("sam2", _make_sam2)
