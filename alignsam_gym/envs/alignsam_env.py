@@ -69,8 +69,10 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``split``: ``"train"`` or ``"test"``. ``num_images``: images in the split (default 50; for
       file-based tasks the size of the few-shot training subset, drawn with ``subset_seed`` (0);
       their test split is always whole).
-    - ``backend``: registered segmenter name: ``"lite"`` (embedded default) or ``"sam"``.
-      ``sam_checkpoint``: SAM checkpoint path (default ``$ALIGNSAM_SAM_CHECKPOINT``);
+    - ``backend``: registered segmenter name: ``"lite"`` (embedded default), ``"sam"`` or ``"sam2"``
+      (SAM 2 / 2.1, observation ``(256, 64, 64)``; ``backend_kwargs={"sam2_config": ...}`` names its config).
+      ``sam_checkpoint``: SAM or SAM 2 checkpoint path (default ``$ALIGNSAM_SAM_CHECKPOINT``, for SAM 2
+      ``$ALIGNSAM_SAM2_CHECKPOINT``);
       ``sam_model_type``: ``vit_b``/``vit_l``/``vit_h`` to insist on (default: read from the file).
       ``backend_kwargs``: extra keyword arguments for the backend. ``device``: ``"auto"`` (CUDA when
       present), ``"cpu"``, ``"cuda[:N]"``: the device of the env's models (backend and SRM); ``"auto"``
