@@ -171,6 +171,19 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
     backend = shared_backend(args.backend, device=args.device, **kwargs)
     cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
     dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
+    if args.ray is not None:
+        from policies.ray_cache import build_cache_on_ray
+
+        def ray_progress(done: int, total: int, seconds: float) -> None:
+            print(f"\r  [{done}/{total}] {seconds:.1f} s on Ray", end="", flush=True)
+
+        report = build_cache_on_ray(args.task, args.split, args.num_images, args.data_root, args.backend, kwargs,
+                                    args.cache_dir, args.dtype, args.image_size, args.device, args.ray,
+                                    batch_size=args.batch_size or 4, concurrency=args.concurrency,
+                                    progress=ray_progress)
+        print(f"\n{args.task}/{args.split}: {report['images']} images, {report['cached']} already cached, "
+              f"{report['encoded']} encoded on Ray in {report['seconds']:.1f} s")
+        return 0
     todo = missing_images(cache, backend, dataset, args.image_size)
     print(f"{args.task}/{args.split}: {len(dataset)} images, {len(dataset) - len(todo)} already cached in "
           f"{cache.directory}; encoding {len(todo)} with {backend.identity}")
@@ -252,6 +265,19 @@ def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return env_kwargs
 
 
+def cmd_rllib(args: argparse.Namespace) -> int:
+    from policies.rllib.training import RLlibConfig, train_rllib
+    from policies.runs.config import load_yaml_config
+
+    config = load_yaml_config(args.config, "RLlib config", RLlibConfig.from_dict)
+    records = train_rllib(config, args.out, iterations=args.iterations, address=args.ray)
+    for record in records:
+        print(f"iteration {record['iteration']}: {record['env_steps']} env steps, episode return "
+              f"{record['episode_return_mean']}, {record['wall_s']:.1f} s")
+    print(f"wrote {args.out}/config.yaml, progress.jsonl and checkpoint/")
+    return 0
+
+
 def cmd_record(args: argparse.Namespace) -> int:
     from policies.recording import record_dataset
 
@@ -298,7 +324,7 @@ def cmd_bench_env(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from policies.benchmarks.grid import load_benchmark_config, run_benchmark
 
-    report = run_benchmark(load_benchmark_config(args.config), args.out, progress=not args.quiet)
+    report = run_benchmark(load_benchmark_config(args.config), args.out, progress=not args.quiet, ray_address=args.ray)
     print()
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/results.json, results.md and plots/ ({len(report['results'])} records)")
@@ -395,6 +421,10 @@ def _add_cache(sub: Subcommands) -> None:
     build.add_argument("--batch-size", type=int, default=None,
                        help="images per encoder forward (GPU default 8, halved on out-of-memory; CPU 1)")
     build.add_argument("--device", default="auto")
+    build.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="encode with Ray Data actors (GPU actors when the cluster has GPUs): alone, a local "
+                            "instance; 'auto' or ray://host:10001 joins a cluster (the cache must be shared)")
+    build.add_argument("--concurrency", type=int, default=2, help="encoder actors with --ray (default 2)")
     build.set_defaults(func=cmd_cache_build)
 
 
@@ -426,6 +456,13 @@ def _add_runs(sub: Subcommands) -> None:
     _add_env_options(ev)
     ev.add_argument("--json", default=None)
     ev.set_defaults(func=cmd_evaluate)
+
+    rl = sub.add_parser("rllib", help="train RLlib's PPO (new API stack) on AlignSAM-v0 (the [ray] extra)")
+    rl.add_argument("--config", required=True, help="RLlib run YAML (see experiments/configs/rllib_ppo_*.yaml)")
+    rl.add_argument("--out", required=True, help="a new run folder")
+    rl.add_argument("--iterations", type=int, default=None, help="override the config's iterations")
+    rl.add_argument("--ray", default=None, metavar="ADDRESS", help="join a Ray cluster (default: a local instance)")
+    rl.set_defaults(func=cmd_rllib)
 
     rec = sub.add_parser("record", help="episodes of a run or a heuristic as a Minari dataset (the [minari] extra)")
     rec.add_argument("--policy", required=True, help=POLICY_HELP)
@@ -472,6 +509,9 @@ def _add_grids(sub: Subcommands) -> None:
     bm.add_argument("--config", required=True, help="benchmark YAML (see experiments/configs/bench_*.yaml)")
     bm.add_argument("--out", required=True, help="output folder; rerunning resumes what it holds")
     bm.add_argument("--quiet", action="store_true")
+    bm.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run every trial as a Ray task: alone, a local Ray instance; 'auto' or ray://host:10001 "
+                         "joins a cluster (--out and the embedding cache must be on a filesystem every node shares)")
     bm.set_defaults(func=cmd_benchmark)
 
 

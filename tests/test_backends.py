@@ -206,3 +206,18 @@ def test_decoder_quality_bar_on_100_ccp_images(ccp_root):
                                    speed_images=1, progress=False)
     curve = result["backend_result"]["miou_per_click"]
     assert curve[4] >= 0.80 and curve[9] >= 0.85, curve
+
+
+def test_loading_a_model_leaves_the_global_torch_rng_alone(tmp_path):
+    """A run's random draws must not depend on whether its envs loaded a model (cold cache) or read every
+    embedding from the cache: building shared models forks the RNG (a new checkpoint: a model not loaded yet)."""
+    from alignsam_gym.backends import make_backend
+    from tests.conftest import save_tiny_sam
+
+    checkpoint = save_tiny_sam(tmp_path / "fresh.pth", seed=5)
+    backend = make_backend("sam", checkpoint=str(checkpoint), device="cpu")
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    backend.encode(np.zeros((64, 64, 3), np.uint8))  # builds (random init) and loads the model on first use
+    torch.testing.assert_close(torch.rand(3), expected)

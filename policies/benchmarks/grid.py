@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "train": {"total_timesteps": 4096, "num_images": 50, "n_envs": 4, "env": {"obs_size": 10}},
     "frames_at": [0, 1, 3, 7, 15],
     "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
+    "resources": {"cpu": 1, "gpu": 0},  # per trial, when trials run on Ray (--ray); ignored otherwise
 }
 BRANCHES = ("default", "implicit", "explicit")
 
@@ -117,10 +119,108 @@ def _record_key(record: dict[str, Any]) -> str:
     return "|".join(str(record[k]) for k in ("task", "policy", "label_source", "branch", "max_prompts", "seed"))
 
 
+@dataclass(frozen=True)
+class Trial:
+    """One unit of a benchmark: train ``algorithm`` on ``task`` with ``seed`` (None: nothing to train) and
+    evaluate the records of ``policies`` (the first trained algorithm's trial also evaluates the heuristics
+    and run folders, with its SRM, as the paper's "random + SRM")."""
+
+    task: str
+    seed: int
+    algorithm: str | None
+    policies: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.task} seed {self.seed} {self.algorithm or 'heuristics'}"
+
+
+def plan_trials(config: dict[str, Any]) -> list[Trial]:
+    """The trials of a resolved config, in the order the sequential runner takes them."""
+    trained = [p for p in config["policies"] if p in PRESETS]
+    others = tuple(p for p in config["policies"] if p not in PRESETS)
+    trials = []
+    for task in config["tasks"]:
+        for seed in config["seeds"]:
+            if not trained:
+                trials.append(Trial(task, seed, None, others))
+            for i, algorithm in enumerate(trained):
+                trials.append(Trial(task, seed, algorithm, (algorithm, *others) if i == 0 else (algorithm,)))
+    return trials
+
+
+def trial_records(config: dict[str, Any], trial: Trial) -> list[dict[str, Any]]:
+    """The record keys (task, policy, setting, seed) a trial produces, in report order."""
+    return [{"task": trial.task, "policy": policy, "label_source": label_source, "branch": branch,
+             "max_prompts": max_prompts, "seed": trial.seed}
+            for policy in config["policies"] if policy in trial.policies
+            for label_source in config["label_sources"] for branch in config["branches"]
+            for max_prompts in config["max_prompts"]]
+
+
+def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: frozenset[str] = frozenset()
+              ) -> tuple[list[dict[str, Any]], dict[str, dict[int, np.ndarray]]]:
+    """Train the trial's algorithm (or resume or reuse its run folder) and evaluate its records not in ``done``.
+
+    :return: the new records, and the first seed's frames per policy (for the report's strips).
+    """
+    out = Path(out)
+    trained = [p for p in config["policies"] if p in PRESETS]
+    run = _train_run(config, trial.task, trial.algorithm, trial.seed, out) if trial.algorithm else None
+    srm_run = run if trained and trial.algorithm == trained[0] else None
+    srm = srm_run.srm_weights() if srm_run is not None else None
+    records, frames = [], {}
+    for record in trial_records(config, trial):
+        if _record_key(record) in done:
+            continue
+        policy, label_source, branch = record["policy"], record["label_source"], record["branch"]
+        source = str(run.path) if policy == trial.algorithm else policy
+        run_dir = RunFolder(source) if policy not in HEURISTICS else srm_run
+        env = {"task": trial.task, "split": "test", "num_images": config["test_images"],
+               "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
+               "label_source": label_source, "init_prompts": config["init_prompts"],
+               **config["env"], **config["train"].get("env", {}), "max_prompts": record["max_prompts"]}
+        if branch != "default":
+            env["srm_branch"] = branch
+        root = _data_root(config, trial.task)
+        if root is not None:
+            env["data_root"] = root
+        want_frames = tuple(config["frames_at"]) if trial.seed == config["seeds"][0] else ()
+        metrics = evaluate(source, env, episodes=config["episodes"], seed=10_000 + trial.seed,
+                           srm_weights=srm if policy in HEURISTICS else None, frames_at=want_frames)
+        if "frames" in metrics:
+            shots = metrics.pop("frames")
+            if label_source == config["label_sources"][0] and branch == config["branches"][0]:
+                frames[policy] = shots
+        record.update(metrics)
+        record.update({
+            "backend": config["backend"], "init_prompts": config["init_prompts"],
+            "srm_trained": srm is not None or policy not in HEURISTICS,
+            "checkpoints": run_dir.digests() if run_dir else {"model": None, "srm": None},
+            "package_version": __version__})
+        records.append(record)
+    return records, frames
+
+
+def _report_order(config: dict[str, Any]) -> dict[str, int]:
+    """Each record key's position in the report (the sequential runner's order), whatever order trials end in."""
+    return {_record_key(r): i for i, r in enumerate(r for t in plan_trials(config) for r in trial_records(config, t))}
+
+
+def _scheduling_free(config: dict[str, Any]) -> dict[str, Any]:
+    """The config without the keys that only say where trials run (``resources``): a benchmark run sequentially
+    and one run on Ray record the same thing, so either resumes the other."""
+    return {k: v for k, v in config.items() if k != "resources"}
+
+
 def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True,
-                  report_name: str = "results") -> dict[str, Any]:
+                  report_name: str = "results", ray_address: str | None = None) -> dict[str, Any]:
     """Run the grid of ``config`` into ``out`` (resuming what ``out/<report_name>.json`` already holds);
-    write ``<report_name>.json``, ``<report_name>.md`` and ``plots/``."""
+    write ``<report_name>.json``, ``<report_name>.md`` and ``plots/``.
+
+    :param ray_address: run every trial as a Ray task (:mod:`policies.benchmarks.ray_grid`): ``"local"`` starts
+        a local Ray instance, ``"auto"`` or ``"ray://host:10001"`` joins a cluster. None: one after another here.
+    """
     config = resolve_benchmark_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,61 +231,39 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
             previous = json.loads(results_file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{results_file}: unreadable ({err}); move it away to start over") from err
-        if previous.get("config") != config:
+        if _scheduling_free(previous.get("config") or {}) != _scheduling_free(config):
             raise ValueError(f"{results_file} holds a benchmark of another config; choose another --out (or "
                              "restore that config) so its records are not mixed with new ones")
         records = previous.get("results", [])
     write_yaml(out / "config.yaml", config)  # after the check: never overwritten
+    order = _report_order(config)
     done = {_record_key(r) for r in records}
-    trained = [p for p in config["policies"] if p in PRESETS]
+    todo = [t for t in plan_trials(config) if any(_record_key(r) not in done for r in trial_records(config, t))]
     start = time.perf_counter()
-    total = len(config["tasks"]) * len(config["seeds"]) * len(config["policies"]) * len(config["label_sources"]) \
-        * len(config["branches"]) * len(config["max_prompts"])
     frames: dict[str, dict[str, dict[int, np.ndarray]]] = {}
-    for task in config["tasks"]:
-        for seed in config["seeds"]:
-            runs = {algorithm: _train_run(config, task, algorithm, seed, out) for algorithm in trained}
-            srm_run = runs[trained[0]] if trained else None
-            srm = srm_run.srm_weights() if srm_run is not None else None
-            for policy in config["policies"]:
-                source = str(runs[policy].path) if policy in runs else policy
-                run_dir = RunFolder(source) if policy not in HEURISTICS else srm_run
-                for label_source in config["label_sources"]:
-                    for branch in config["branches"]:
-                        for max_prompts in config["max_prompts"]:
-                            record = {"task": task, "policy": policy, "label_source": label_source, "branch": branch,
-                                      "max_prompts": max_prompts, "seed": seed}
-                            if _record_key(record) in done:
-                                continue
-                            env = {"task": task, "split": "test", "num_images": config["test_images"],
-                                   "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
-                                   "label_source": label_source, "init_prompts": config["init_prompts"],
-                                   **config["env"], **config["train"].get("env", {}), "max_prompts": max_prompts}
-                            if branch != "default":
-                                env["srm_branch"] = branch
-                            root = _data_root(config, task)
-                            if root is not None:
-                                env["data_root"] = root
-                            want_frames = tuple(config["frames_at"]) if seed == config["seeds"][0] else ()
-                            metrics = evaluate(source, env, episodes=config["episodes"], seed=10_000 + seed,
-                                               srm_weights=srm if policy in HEURISTICS else None, frames_at=want_frames)
-                            if "frames" in metrics:
-                                shots = metrics.pop("frames")
-                                if label_source == config["label_sources"][0] and branch == config["branches"][0]:
-                                    frames.setdefault(task, {})[policy] = shots
-                            record.update(metrics)
-                            record.update({
-                                "backend": config["backend"], "init_prompts": config["init_prompts"],
-                                "srm_trained": srm is not None or policy not in HEURISTICS,
-                                "checkpoints": run_dir.digests() if run_dir else {"model": None, "srm": None},
-                                "package_version": __version__})
-                            records.append(record)
-                            done.add(_record_key(record))
-                            write_json(results_file, {"config": config, "results": records})
-                            if progress:
-                                print(f"[{len(done)}/{total}] {task} seed {seed} {policy} {label_source} "
-                                      f"{branch} T={max_prompts}: mIoU {record['miou']:.3f}, foreground rate "
-                                      f"{record['foreground_rate']:.3f} ({record['wall_s']:.0f} s)", flush=True)
+
+    def finished(trial: Trial, new_records: list[dict[str, Any]], shots: dict[str, dict[int, np.ndarray]]) -> None:
+        """Add a trial's records (never one whose key is recorded already) and write the results file."""
+        fresh = [r for r in new_records if _record_key(r) not in done]
+        records.extend(fresh)
+        done.update(_record_key(r) for r in fresh)
+        records.sort(key=lambda r: order.get(_record_key(r), len(order)))
+        frames.setdefault(trial.task, {}).update(shots)
+        write_json(results_file, {"config": config, "results": records})
+        if progress:
+            for record in fresh:
+                print(f"[{len(done)}/{len(order)}] {record['task']} seed {record['seed']} {record['policy']} "
+                      f"{record['label_source']} {record['branch']} T={record['max_prompts']}: mIoU "
+                      f"{record['miou']:.3f}, foreground rate {record['foreground_rate']:.3f} "
+                      f"({record['wall_s']:.0f} s)", flush=True)
+
+    if ray_address is None:
+        for trial in todo:
+            finished(trial, *run_trial(config, trial, out, frozenset(done)))
+    else:
+        from policies.benchmarks.ray_grid import run_trials_on_ray
+
+        run_trials_on_ray(config, todo, out, frozenset(done), finished, ray_address, progress)
     report = {"config": config, "results": records, "summary": summarize(records),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "machine": machine()}

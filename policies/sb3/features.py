@@ -1,10 +1,9 @@
 """Features extractors for the masked-embedding observation ``(C, h, w) float``.
 
 SB3's ``CnnPolicy`` expects uint8 images of at least 36x36 and ``MlpPolicy`` would flatten 170k
-values into one linear layer; neither fits ``s_t = E(x) * M``. These extractors reduce channels with
-a 1x1 convolution, mix neighbouring cells with 3x3 convolutions and pool to the action grid. They
-have no BatchNorm and no attention across the batch, so rollout and update batches give the same
-outputs.
+values into one linear layer; neither fits ``s_t = E(x) * M``. These extractors wrap the bodies of
+:mod:`policies.networks` (1x1 convolution, 3x3 convolutions, pooled to the action grid; the RLlib
+module uses the same).
 
 Both also take the compact observation of ``obs_mode="compact"`` (a mask and an embedding key, see
 :mod:`alignsam_gym.observation`): given the envs' :class:`~alignsam_gym.observation.EmbeddingTable`
@@ -20,15 +19,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
-
-
-def _conv_trunk(in_channels: int, channels: int, out_channels: int, grid: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, channels, 1), nn.ReLU(),
-        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(channels, out_channels, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(grid),
-    )
+from policies.networks import conv_trunk, masked_embedding_body
 
 
 def _state_shape(observation_space: gym.Space, name: str, table: EmbeddingTable | None) -> tuple[int, int, int]:
@@ -69,10 +60,7 @@ class MaskedEmbeddingExtractor(BaseFeaturesExtractor):
         in_channels = _state_shape(observation_space, "MaskedEmbeddingExtractor", embedding_table)[0]
         super().__init__(observation_space, features_dim)
         self.embedding_table = embedding_table
-        self.body = nn.Sequential(
-            _conv_trunk(in_channels, channels, channels // 4, grid), nn.Flatten(),
-            nn.Linear(channels // 4 * grid * grid, features_dim), nn.ReLU(),
-        )
+        self.body = masked_embedding_body(in_channels, channels, grid, features_dim)
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.body(masked_states(observations, self._observation_space, self.embedding_table))
@@ -97,7 +85,7 @@ class SpatialEmbeddingExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, cell_channels * grid * grid)
         self.embedding_table = embedding_table
         self.cell_channels, self.grid = cell_channels, grid
-        self.body = nn.Sequential(_conv_trunk(in_channels, channels, cell_channels, grid), nn.Flatten())
+        self.body = nn.Sequential(conv_trunk(in_channels, channels, cell_channels, grid), nn.Flatten())
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.body(masked_states(observations, self._observation_space, self.embedding_table))
