@@ -126,3 +126,33 @@ def test_killing_a_worker_loses_and_duplicates_no_record(tmp_path):
     assert sorted(keys) == sorted({(t, p, s) for t in config["tasks"] for p in config["policies"]
                                    for s in config["seeds"]})
     assert len(keys) == len(set(keys)) == 4
+
+
+def test_ctrl_c_leaves_a_resumable_results_file(tmp_path):
+    """SIGINT to a Ray grid after its first trial: outstanding trials are cancelled, results.json holds the
+    finished records, and the same command completes the grid without duplicating any."""
+    config = {**GRID, "seeds": [0, 1, 2], "policies": ["random", "ppo"], "resources": {"cpu": 2},
+              "train": {**GRID["train"], "total_timesteps": 192}}
+    config_file = tmp_path / "grid.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "policies.cli", "benchmark", "--config", str(config_file), "--out", str(out),
+               "--ray", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = out / "results.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if results.is_file() and json.loads(results.read_text())["results"]:
+            process.send_signal(signal.SIGINT)
+            break
+        time.sleep(0.2)
+    output = process.communicate(timeout=300)[0]
+    assert process.returncode == 130 and "interrupted" in output, output[-3000:]
+    partial = json.loads(results.read_text())["results"]
+    assert 0 < len(partial) < 6
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    records = json.loads(results.read_text())["results"]
+    keys = [(r["policy"], r["seed"]) for r in records]
+    assert len(keys) == len(set(keys)) == 6
+    assert all(r in records for r in partial)  # the first run's records are kept as written

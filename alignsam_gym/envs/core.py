@@ -234,7 +234,7 @@ class EnvCore:
         if isinstance(action, np.ndarray) and action.ndim == 0:
             action = action.item()
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
-                or not self.action_space.contains(action):
+                or not 0 <= int(action) < self.action_space.n:  # any int, however large (no dtype cast)
             raise ValueError(f"action must be an integer in [0, {self.action_space.n}), got {action!r}")
         return int(action)
 

@@ -17,12 +17,15 @@ A benchmark config (YAML) names a grid::
     test_images: 50
     train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10}}
     env: {clip_checkpoint: ...}      # extra env kwargs for training and test
+    resources: {cpu: 1, gpu: 0}      # per trial with --ray (policies.benchmarks.ray_grid)
 
 For every (task, seed) each trained algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable_ppo``,
 ``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``); the
 heuristics are evaluated with the SRM of the first trained algorithm's run of that task and seed
 (the paper's "random + SRM"), or with an untrained SRM when none is trained, which the report says.
-A policy may also be a path to an existing run folder.
+A policy may also be a path to an existing run folder. The grid is a list of :class:`Trial` s (one trained
+algorithm on one task and seed, with its records), run one after another or as Ray tasks; records are
+kept in the same order either way.
 
 Output: ``results.json`` (one record per task x policy x setting x seed with every metric, the
 per-step IoU curve, episodes, backend, checkpoint digests, package version and wall time; written
@@ -263,7 +266,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     else:
         from policies.benchmarks.ray_grid import run_trials_on_ray
 
-        run_trials_on_ray(config, todo, out, frozenset(done), finished, ray_address, progress)
+        run_trials_on_ray(run_trial, config, todo, out, frozenset(done), finished, ray_address, progress)
     report = {"config": config, "results": records, "summary": summarize(records),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "machine": machine()}

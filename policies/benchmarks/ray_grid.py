@@ -17,26 +17,31 @@ from typing import Any, Callable
 
 import numpy as np
 
-from policies.benchmarks.grid import Trial, run_trial
 from policies.ray_cluster import check_shared_paths, connect, require_ray
 
 #: times Ray reruns a trial whose worker process or node died
 MAX_RETRIES = 2
 
 
-def _trial_task(config: dict[str, Any], trial: Trial, out: str, done: frozenset[str], threads: int
-                ) -> tuple[list[dict[str, Any]], dict[str, dict[int, np.ndarray]]]:
-    """The body of a trial's Ray task: torch gets exactly the trial's CPUs, as it would on a machine that size."""
+TrialResult = tuple[list[dict[str, Any]], dict[str, dict[int, np.ndarray]]]
+
+
+def _trial_task(run: Callable[..., TrialResult], config: dict[str, Any], trial: Any, out: str, done: frozenset[str],
+                threads: int) -> TrialResult:
+    """The body of a trial's Ray task: ``run`` (the grid's ``run_trial``, pickled by reference) with torch on
+    exactly the trial's CPUs, as it would be on a machine that size."""
     import torch
 
     torch.set_num_threads(max(1, threads))
-    return run_trial(config, trial, out, done)
+    return run(config, trial, out, done)
 
 
-def run_trials_on_ray(config: dict[str, Any], trials: list[Trial], out: Path, done: frozenset[str],
-                      finished: Callable[[Trial, list[dict[str, Any]], dict[str, dict[int, np.ndarray]]], None],
+def run_trials_on_ray(run: Callable[..., TrialResult], config: dict[str, Any], trials: list[Any], out: Path,
+                      done: frozenset[str], finished: Callable[[Any, list[dict[str, Any]],
+                                                                dict[str, dict[int, np.ndarray]]], None],
                       address: str, progress: bool = True) -> None:
-    """Run ``trials`` as Ray tasks and hand each one's results to ``finished`` as it completes.
+    """Run ``run(config, trial, out, done)`` for each of ``trials`` (:class:`policies.benchmarks.grid.Trial`) as a
+    Ray task and hand each one's results to ``finished`` as it completes.
 
     :raises RuntimeError: after every trial has ended, when some failed (their records are missing, the
         others are written; rerunning retries the failed ones).
@@ -59,7 +64,7 @@ def run_trials_on_ray(config: dict[str, Any], trials: list[Trial], out: Path, do
         task = ray.remote(_trial_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0),
                                                max_retries=MAX_RETRIES, retry_exceptions=False)
         threads = int(max(1, resources.get("cpu", 1)))
-        pending = {task.remote(config, trial, str(out.resolve()), done, threads): trial for trial in trials}
+        pending = {task.remote(run, config, trial, str(out.resolve()), done, threads): trial for trial in trials}
         failures: list[str] = []
         bar = tqdm(total=len(trials), desc="trials", unit="trial", disable=not progress)
         try:
