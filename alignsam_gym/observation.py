@@ -1,6 +1,9 @@
 """The agent's observation: ``s_t = E(x) * M``, in full or in compact form.
 
-:func:`masked_state` is the one place that forms ``s_t``; the env (numpy, one state) and the SB3
+:func:`masked_state` is the one place that forms ``s_t`` (the paper's state, which the SRM also reads);
+:func:`agent_state` forms what the agent observes from it under the env's ``observation`` option
+(``"masked"``: ``s_t`` itself; ``"masked_plus"``: ``E * (1 + M)``; ``"channels"``: ``E`` and ``M`` as one
+more channel; ``observe_srm``: the SRM's map as one more channel). The env (numpy, one state) and the SB3
 plugin's features extractors (torch, a batch) both call it, and :func:`pool_state` pools it to
 ``obs_size`` for both.
 
@@ -31,12 +34,42 @@ KEY_BYTES = 16
 DEFAULT_TABLE_BYTES = 4 * 1024**3
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+#: what the agent observes (``observation`` env option); ``"masked"`` is the paper's ``s_t``
+OBSERVATIONS = ("masked", "masked_plus", "channels")
 
 
 def masked_state(features: ArrayT, mask: ArrayT) -> ArrayT:
     """``s_t = E(x) * M``: features ``(..., C, h, w)`` times the mask probability ``(..., h, w)`` at each
     position (numpy arrays or torch tensors, one state or a batch)."""
     return features * mask[..., None, :, :]
+
+
+def agent_state(features: ArrayT, mask: ArrayT, observation: str = "masked", srm: ArrayT | None = None) -> ArrayT:
+    """What the agent observes, from features ``(..., C, h, w)`` and the mask probability ``(..., h, w)``:
+    ``"masked"`` ``E * M`` (``C`` channels), ``"masked_plus"`` ``E * (1 + M)`` (features outside the mask kept),
+    ``"channels"`` ``E`` then ``M`` (``C + 1``); with ``srm`` (``(..., h, w)``, the SRM's foreground probability)
+    one more channel after those. numpy arrays or torch tensors, one state or a batch."""
+    if observation == "masked":
+        state = masked_state(features, mask)
+    elif observation == "masked_plus":
+        state = features * (1 + mask[..., None, :, :])
+    elif observation == "channels":
+        state = _concat([features, mask[..., None, :, :]])
+    else:
+        raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+    return state if srm is None else _concat([state, srm[..., None, :, :]])
+
+
+def agent_channels(channels: int, observation: str = "masked", observe_srm: bool = False) -> int:
+    """The channels of :func:`agent_state` for an embedding of ``channels`` channels."""
+    return channels + (observation == "channels") + bool(observe_srm)
+
+
+def _concat(parts: list[ArrayT]) -> ArrayT:
+    """Concatenate along the channel axis (-3), numpy or torch alike."""
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat([p.to(parts[0].dtype) for p in parts], dim=-3)
+    return np.concatenate([np.asarray(p, dtype=parts[0].dtype) for p in parts], axis=-3)
 
 
 def pool_state(state: torch.Tensor, size: int) -> torch.Tensor:
@@ -54,18 +87,31 @@ def full_observation(state: np.ndarray, size: int, dtype: np.dtype) -> np.ndarra
 
 
 class CompactObservationSpace(spaces.Dict):
-    """``Dict(mask=Box(0, 1, (h, w), float32), embedding_key=Box(0, 255, (KEY_BYTES,), uint8))`` that also
-    says how to rebuild the full observation: ``embedding_shape`` ``(C, h, w)`` and ``obs_size``."""
+    """``Dict(mask=Box(0, 1, (h, w), float32), embedding_key=Box(0, 255, (KEY_BYTES,), uint8))`` (and
+    ``srm=Box(0, 1, (h, w), float32)`` with ``observe_srm``) that also says how to rebuild the full
+    observation: ``embedding_shape`` ``(C, h, w)``, ``obs_size``, ``observation`` and ``observe_srm``."""
 
-    def __init__(self, embedding_shape: tuple[int, int, int], obs_size: int) -> None:
+    def __init__(self, embedding_shape: tuple[int, int, int], obs_size: int, observation: str = "masked",
+                 observe_srm: bool = False) -> None:
         channels, height, width = (int(v) for v in embedding_shape)
-        super().__init__({"mask": spaces.Box(0.0, 1.0, (height, width), np.float32),
-                          "embedding_key": spaces.Box(0, 255, (KEY_BYTES,), np.uint8)})
+        parts = {"mask": spaces.Box(0.0, 1.0, (height, width), np.float32),
+                 "embedding_key": spaces.Box(0, 255, (KEY_BYTES,), np.uint8)}
+        if observe_srm:
+            parts["srm"] = spaces.Box(0.0, 1.0, (height, width), np.float32)
+        super().__init__(parts)
         self.embedding_shape = (channels, height, width)
         self.obs_size = int(obs_size)
+        self.observation, self.observe_srm = observation, bool(observe_srm)
+
+    @property
+    def state_shape(self) -> tuple[int, int, int]:
+        """``(C', obs_size, obs_size)``: the full observation these compact ones stand for."""
+        return (agent_channels(self.embedding_shape[0], self.observation, self.observe_srm), self.obs_size,
+                self.obs_size)
 
     def __repr__(self) -> str:
-        return f"CompactObservationSpace(embedding_shape={self.embedding_shape}, obs_size={self.obs_size})"
+        return (f"CompactObservationSpace(embedding_shape={self.embedding_shape}, obs_size={self.obs_size}, "
+                f"observation={self.observation!r}, observe_srm={self.observe_srm})")
 
 
 def embedding_key(identity: str, digest: str) -> np.ndarray:
@@ -146,10 +192,12 @@ class EmbeddingTable:
                            "env; not SubprocVecEnv); use obs_mode='full' otherwise")
         return features
 
-    def states(self, keys: torch.Tensor, masks: torch.Tensor, obs_size: int) -> torch.Tensor:
-        """``(B, C, obs_size, obs_size) float32`` states for ``(B, KEY_BYTES)`` keys (any dtype: SB3 hands
-        Box observations over as float) and ``(B, h, w)`` masks, on the masks' device; the same values as
-        the env's full observations. On an accelerator each image's embedding is uploaded once."""
+    def states(self, keys: torch.Tensor, masks: torch.Tensor, obs_size: int, observation: str = "masked",
+               srm: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, C', obs_size, obs_size) float32`` states for ``(B, KEY_BYTES)`` keys (any dtype: SB3 hands
+        Box observations over as float), ``(B, h, w)`` masks and (``observe_srm``) SRM maps, on the masks'
+        device; the same values as the env's full observations (:func:`agent_state`). On an accelerator
+        each image's embedding is uploaded once."""
         rows = keys.round().to(torch.uint8).cpu().numpy()
         unique, inverse = np.unique(rows, axis=0, return_inverse=True)  # a batch holds few distinct images
         device = masks.device
@@ -158,7 +206,8 @@ class EmbeddingTable:
         else:
             embeddings = torch.stack([self._on_device(bytes(key), device) for key in unique])
         index = torch.as_tensor(inverse.reshape(-1), device=device)
-        return pool_state(masked_state(embeddings[index], masks.float()), obs_size)
+        state = agent_state(embeddings[index], masks.float(), observation, None if srm is None else srm.float())
+        return pool_state(state, obs_size)
 
     def _on_device(self, name: bytes, device: torch.device) -> torch.Tensor:
         slot = (str(device), name)

@@ -135,9 +135,12 @@ def test_srm_weights_reach_every_env_of_the_batch():
         assert all(torch.equal(v, new[k]) for k, v in e.srm.network.state_dict().items())
 
 
-def test_compact_and_full_observations_give_the_same_policy_input():
-    full = AlignSAMVectorEnv(3, **KWARGS)
-    small = AlignSAMVectorEnv(3, obs_mode="compact", **KWARGS)
+@pytest.mark.parametrize("options", [{}, {"observation": "masked_plus"}, {"observation": "channels"},
+                                     {"observation": "channels", "observe_srm": True}, {"observe_srm": True}],
+                         ids=["masked", "masked_plus", "channels", "channels+srm", "masked+srm"])
+def test_compact_and_full_observations_give_the_same_policy_input(options):
+    full = AlignSAMVectorEnv(3, **KWARGS, **options)
+    small = AlignSAMVectorEnv(3, obs_mode="compact", **KWARGS, **options)
     single = full.single_observation_space
     assert isinstance(small.single_observation_space, CompactObservationSpace)
     obs_full, _ = full.reset(seed=5)

@@ -36,6 +36,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     interpolation, then area-pooled to ``obs_size`` when that differs from ``h`` (default: ``h``).
     ``(256, 64, 64)`` for SAM.
 
+    ``observation`` chooses what the agent sees (the state the SRM reads is always the paper's ``s_t``):
+    ``"masked"`` (default, the paper's ``E(x) * M``), ``"masked_plus"`` (``E(x) * (1 + M)``: features outside
+    the mask are kept, so the agent still sees the unsegmented image), ``"channels"`` (``E(x)`` and ``M``
+    side by side: ``C + 1`` channels); ``observe_srm=True`` appends the SRM's foreground probability on the
+    current state as one more channel. Every option is pooled to ``obs_size`` in the same way.
+
     With ``obs_mode="compact"``: ``Dict(mask=Box(0, 1, (h, w), float32), embedding_key=Box(0, 255,
     (16,), uint8))``, the mask probability on the embedding grid and the key under which the env
     published ``E(x)`` in its :class:`~alignsam_gym.observation.EmbeddingTable` (``env.embedding_table``);
@@ -43,8 +49,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     observation (``obs_size`` pooling included).
 
     ## Rewards
-    +1 if the chosen point lies on ground-truth foreground, otherwise -1 (in float). Choosing a
-    foreground patch again is rewarded again, as in the paper. A point on an unlabelled pixel (GrabCut's
+    ``reward="foreground"`` (default, the paper's): +1 if the chosen point lies on ground-truth foreground,
+    otherwise -1 (in float). Choosing a foreground patch again is rewarded again, as in the paper.
+    ``"iou_gain"``: ``iou_reward_scale`` (10) times the change of ``info["iou"]`` the prompt caused (a prompt
+    that adds 0.1 IoU earns +1, one that breaks the mask is punished). ``"foreground+iou"``: the sum of
+    both. ``repeat_penalty`` (0) is subtracted for prompting a cell already prompted this episode. A point on an unlabelled pixel (GrabCut's
     band along the object boundary) is not foreground; ``info["iou"]`` counts labelled pixels only.
 
     ## Starting State
@@ -102,6 +111,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
       ``$ALIGNSAM_CLIP_CHECKPOINT``); ``clip_model``: their open_clip architecture (``"ViT-B-16"``);
       ``text_prompt``: the text of the CLIP maps, default the task's (set it for the ``folder`` task).
     - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
+    - ``reward`` (``"foreground"``, ``"iou_gain"``, ``"foreground+iou"``), ``iou_reward_scale`` (10.0),
+      ``repeat_penalty`` (0.0): see Rewards. ``observation`` (``"masked"``, ``"masked_plus"``,
+      ``"channels"``), ``observe_srm`` (False): see Observation Space.
     - ``obs_mode``: ``"full"`` (default, the paper's ``s_t``) or ``"compact"`` (see Observation Space);
       ``embedding_table``: the :class:`~alignsam_gym.observation.EmbeddingTable` compact observations
       publish into (default: a new one per env; give envs that feed one policy the same table).
@@ -118,7 +130,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     ## Version History
 
     - v0: initial release (paper dynamics; label sources ``srm``, ``gt``, ``positive``, ``last_mask``,
-      ``clip``; initial prompts ``random_gt`` and ``srm``).
+      ``clip``; initial prompts ``random_gt`` and ``srm``); the reward and observation options were added
+      later with the paper's choices as defaults, so v0 episodes are unchanged.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 2}

@@ -22,13 +22,16 @@ from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import DEFAULT_TASK, get_task, make_dataset
 from alignsam_gym.episode import Episode
 from alignsam_gym.labels import LABEL_SOURCES, Labeler, SRMLabeler, make_labeler
-from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable, embedding_key, full_observation
+from alignsam_gym.observation import (OBSERVATIONS, CompactObservationSpace, EmbeddingTable, agent_channels,
+                                     agent_state, embedding_key, full_observation)
 from alignsam_gym.srm import load_srm_file
 
 INIT_PROMPTS = ("random_gt", "srm")
 SRM_BRANCHES = ("implicit", "explicit")
 OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
 OBS_MODES = ("full", "compact")
+#: the reward options; ``"foreground"`` is the paper's +1/-1
+REWARDS = ("foreground", "iou_gain", "foreground+iou")
 
 #: ``(obs, reward, terminated, truncated, info)``
 StepResult = tuple[Any, float, bool, bool, dict[str, Any]]
@@ -39,6 +42,15 @@ def check_int(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_number(name: str, value: Any, minimum: float, exclusive: bool = False) -> float:
+    """``value`` as a float; :raises ValueError: naming ``name`` unless it is a finite number >= ``minimum``
+    (> with ``exclusive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value < minimum or (exclusive and value == minimum):
+        raise ValueError(f"{name} must be a finite number {'>' if exclusive else '>='} {minimum}, got {value!r}")
+    return float(value)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
@@ -60,6 +72,11 @@ class EnvSettings:
     obs_size: int
     obs_dtype: str
     obs_mode: str
+    reward: str = "foreground"
+    iou_reward_scale: float = 10.0
+    repeat_penalty: float = 0.0
+    observation: str = "masked"
+    observe_srm: bool = False
 
 
 class EnvCore:
@@ -94,6 +111,11 @@ class EnvCore:
         obs_size: int | None = None,
         obs_dtype: str = "float32",
         obs_mode: str = "full",
+        reward: str = "foreground",
+        iou_reward_scale: float = 10.0,
+        repeat_penalty: float = 0.0,
+        observation: str = "masked",
+        observe_srm: bool = False,
         device: str = "auto",
         embedding_table: EmbeddingTable | None = None,
     ) -> None:
@@ -109,6 +131,12 @@ class EnvCore:
             check_choice("srm_branch", srm_branch, SRM_BRANCHES)
         check_choice("obs_dtype", obs_dtype, tuple(OBS_DTYPES))
         check_choice("obs_mode", obs_mode, OBS_MODES)
+        check_choice("reward", reward, REWARDS)
+        check_choice("observation", observation, OBSERVATIONS)
+        iou_reward_scale = check_number("iou_reward_scale", iou_reward_scale, minimum=0.0, exclusive=True)
+        repeat_penalty = check_number("repeat_penalty", repeat_penalty, minimum=0.0)
+        if not isinstance(observe_srm, (bool, np.bool_)):
+            raise ValueError(f"observe_srm must be True or False, got {observe_srm!r}")
         if embedding_table is not None and not isinstance(embedding_table, EmbeddingTable):
             raise ValueError(f"embedding_table must be an alignsam_gym.observation.EmbeddingTable, got "
                              f"{type(embedding_table).__name__}")
@@ -137,13 +165,16 @@ class EnvCore:
             obs_size = height
         obs_size = check_int("obs_size", obs_size, 1)
         self.settings = EnvSettings(grid_size, image_size, max_prompts, label_source, init_prompts, obs_size,
-                                    obs_dtype, obs_mode)
+                                    obs_dtype, obs_mode, reward, float(iou_reward_scale), float(repeat_penalty),
+                                    observation, bool(observe_srm))
+        state_channels = agent_channels(channels, observation, observe_srm)
         self.embedding_table: EmbeddingTable | None = None
         if obs_mode == "full":
-            self.observation_space: spaces.Space = spaces.Box(-np.inf, np.inf, (channels, obs_size, obs_size),
+            self.observation_space: spaces.Space = spaces.Box(-np.inf, np.inf, (state_channels, obs_size, obs_size),
                                                               OBS_DTYPES[obs_dtype])
         else:
-            self.observation_space = CompactObservationSpace((channels, height, width), obs_size)
+            self.observation_space = CompactObservationSpace((channels, height, width), obs_size, observation,
+                                                             observe_srm)
             self.embedding_table = embedding_table if embedding_table is not None else EmbeddingTable()
             self.embedding_table.reserve((id(self.dataset), id(self.backend)), len(self.dataset),
                                          4 * channels * height * width)
@@ -247,6 +278,8 @@ class EnvCore:
         if not episodes:
             return []
         actions = [self.check_action(e, a) for e, a in zip(episodes, actions)]
+        repeats = [bool(e.prompted[a]) for e, a in zip(episodes, actions)]
+        before = [e.iou for e in episodes]
         points = [self.action_points[a] for a in actions]
         truths = [e.is_foreground(p) for e, p in zip(episodes, points)]
         labels = self.labeler.label(episodes, points, self.settings.image_size)
@@ -256,22 +289,48 @@ class EnvCore:
         logits = self.backend.decode_batch([e.embedding for e in episodes], [p for p, _ in prompts],
                                            [lab for _, lab in prompts])
         results = []
-        for episode, mask_logits, truth, label in zip(episodes, logits, truths, labels):
+        for episode, mask_logits, truth, label, iou_before, repeat in zip(episodes, logits, truths, labels, before,
+                                                                          repeats):
             episode.set_logits(mask_logits)
             info = {"iou": episode.iou, "is_foreground": truth, "label": label, "num_prompts": episode.num_prompts,
                     "action_mask": ~episode.prompted}
-            results.append((self.observe(episode), 1.0 if truth else -1.0, episode.done, False, info))
+            reward = self.reward(truth, episode.iou - iou_before, repeat)
+            results.append((self.observe(episode), reward, episode.done, False, info))
         return results
+
+    def reward(self, is_foreground: bool, iou_gain: float, repeat: bool) -> float:
+        """The reward of one prompt (see the env's Rewards section): +1/-1 for a foreground/background point
+        (``"foreground"``), ``iou_reward_scale`` times the IoU change it caused (``"iou_gain"``), or both
+        (``"foreground+iou"``); minus ``repeat_penalty`` for a cell prompted before in the episode."""
+        settings = self.settings
+        value = 0.0
+        if settings.reward in ("foreground", "foreground+iou"):
+            value += 1.0 if is_foreground else -1.0
+        if settings.reward in ("iou_gain", "foreground+iou"):
+            value += settings.iou_reward_scale * float(iou_gain)
+        if repeat:
+            value -= settings.repeat_penalty
+        return value
 
     def reset_info(self, episode: Episode) -> dict[str, Any]:
         return {"iou": episode.iou, "num_prompts": 0, "image_index": episode.image_index,
                 "action_mask": ~episode.prompted}
 
     def observe(self, episode: Episode) -> np.ndarray | dict[str, np.ndarray]:
-        """The episode's observation: ``s_t`` pooled to ``obs_size``, or its compact form."""
-        if self.settings.obs_mode == "compact":
-            return {"mask": episode.grid_mask.copy(), "embedding_key": episode.embedding_key.copy()}
-        return full_observation(episode.state, self.settings.obs_size, self.observation_space.dtype)
+        """The episode's observation (the ``observation`` option's state, pooled to ``obs_size``), or its compact
+        form."""
+        settings = self.settings
+        srm_map = self.srm.probabilities([episode])[0] if settings.observe_srm else None
+        if settings.obs_mode == "compact":
+            compact = {"mask": episode.grid_mask.copy(), "embedding_key": episode.embedding_key.copy()}
+            if srm_map is not None:
+                compact["srm"] = np.asarray(srm_map, np.float32).copy()
+            return compact
+        if settings.observation == "masked" and srm_map is None:
+            state = episode.state  # the paper's s_t, memoized (the SRM reads it too)
+        else:
+            state = agent_state(episode.embedding.features, episode.grid_mask, settings.observation, srm_map)
+        return full_observation(state, settings.obs_size, self.observation_space.dtype)
 
     def srm_scores(self, episode: Episode) -> np.ndarray:
         """``(grid_size**2,) float32``: the SRM's probability on the current state at each action point."""

@@ -169,5 +169,5 @@ class AlignSAMVectorEnv(VectorEnv):
         self.envs[0].core.srm.set_weights(state_dict)
 
     def close_extras(self, **kwargs: Any) -> None:
-        for env in self.envs:
+        for env in getattr(self, "envs", ()):  # none when the constructor failed (an argument error)
             env.close()

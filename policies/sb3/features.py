@@ -29,7 +29,7 @@ def _state_shape(observation_space: gym.Space, name: str, table: EmbeddingTable 
             raise ValueError(f"{name} on compact observations needs the envs' embedding_table (an "
                              "alignsam_gym.observation.EmbeddingTable): pass it in features_extractor_kwargs, or "
                              "build the model with policies.make_model, which does")
-        return (observation_space.embedding_shape[0], observation_space.obs_size, observation_space.obs_size)
+        return observation_space.state_shape
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 3:
         raise ValueError(f"{name} needs a (C, h, w) Box or an AlignSAM compact observation, got {observation_space}")
     return observation_space.shape
@@ -42,7 +42,8 @@ def masked_states(observations: torch.Tensor | dict[str, torch.Tensor], observat
     forms its full observation (:func:`alignsam_gym.observation.masked_state`)."""
     if not isinstance(observation_space, CompactObservationSpace):
         return observations.float()
-    return table.states(observations["embedding_key"], observations["mask"], observation_space.obs_size)
+    return table.states(observations["embedding_key"], observations["mask"], observation_space.obs_size,
+                        observation_space.observation, observations.get("srm"))
 
 
 class MaskedEmbeddingExtractor(BaseFeaturesExtractor):

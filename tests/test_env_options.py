@@ -1,0 +1,119 @@
+"""The reward and observation options of AlignSAM-v0 on hand-made cases; the defaults are the paper's."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from alignsam_gym.envs.vector import AlignSAMVectorEnv
+from alignsam_gym.observation import agent_channels, agent_state, full_observation
+
+KWARGS = {"task": "synthetic-shapes", "num_images": 2, "label_source": "gt", "max_prompts": 6}
+
+
+@pytest.mark.parametrize("reward, scale, penalty, fg, gain, repeat, expected", [
+    ("foreground", 10.0, 0.0, True, 0.3, False, 1.0),
+    ("foreground", 10.0, 0.0, False, 0.3, False, -1.0),
+    ("foreground", 10.0, 0.5, True, 0.0, True, 0.5),
+    ("iou_gain", 10.0, 0.0, False, 0.25, False, 2.5),
+    ("iou_gain", 4.0, 0.0, True, -0.1, False, -0.4),
+    ("iou_gain", 10.0, 1.0, True, 0.0, True, -1.0),
+    ("foreground+iou", 10.0, 0.0, True, 0.05, False, 1.5),
+    ("foreground+iou", 2.0, 0.25, False, 0.5, True, -0.25),
+])
+def test_reward_options_on_hand_made_prompts(make_env, reward, scale, penalty, fg, gain, repeat, expected):
+    env = make_env(**KWARGS, reward=reward, iou_reward_scale=scale, repeat_penalty=penalty)
+    assert env.unwrapped.core.reward(fg, gain, repeat) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("reward", ["foreground", "iou_gain", "foreground+iou"])
+def test_rewards_in_episodes_follow_the_iou_and_the_ground_truth(make_env, reward):
+    env = make_env(**KWARGS, reward=reward, iou_reward_scale=10.0, repeat_penalty=0.5)
+    _, info = env.reset(seed=3)
+    previous = info["iou"]
+    for action in (44, 45, 44, 0, 99, 45):
+        repeat = bool(env.unwrapped.episode.prompted[action])
+        _, got, _, _, info = env.step(action)
+        fg = (1.0 if info["is_foreground"] else -1.0) if reward != "iou_gain" else 0.0
+        gain = 10.0 * (info["iou"] - previous) if reward != "foreground" else 0.0
+        assert got == pytest.approx(fg + gain - (0.5 if repeat else 0.0))
+        previous = info["iou"]
+
+
+def test_default_reward_is_the_papers(make_env):
+    env = make_env(**KWARGS)
+    env.reset(seed=0)
+    for action in (10, 10, 55):  # repeats are paid again, as in the paper
+        _, reward, _, _, info = env.step(action)
+        assert reward == (1.0 if info["is_foreground"] else -1.0)
+
+
+@pytest.mark.parametrize("obs_size", [20, 10])
+@pytest.mark.parametrize("observation, observe_srm", [("masked", False), ("masked_plus", False), ("channels", False),
+                                                      ("masked", True), ("channels", True)])
+def test_observation_options_by_hand(make_env, observation, observe_srm, obs_size):
+    env = make_env(**KWARGS, observation=observation, observe_srm=observe_srm, obs_size=obs_size)
+    obs, _ = env.reset(seed=1)
+    obs, *_ = env.step(33)
+    episode = env.unwrapped.episode
+    features, mask = episode.embedding.features, episode.grid_mask  # (432, 20, 20), (20, 20)
+    if observation == "masked":
+        expected = features * mask
+    elif observation == "masked_plus":
+        expected = features + features * mask  # features outside the mask are kept
+    else:
+        expected = np.concatenate([features, mask[None]])
+    if observe_srm:
+        expected = np.concatenate([expected, env.unwrapped.srm.probabilities([episode])[0][None]])
+    assert obs.shape == env.observation_space.shape == (agent_channels(432, observation, observe_srm), obs_size, obs_size)
+    if obs_size == 20:
+        np.testing.assert_allclose(obs, expected, rtol=1e-6, atol=1e-6)
+    else:  # area pooling of 2x2 cells, every channel alike
+        pooled = expected.reshape(expected.shape[0], 10, 2, 10, 2).mean(axis=(2, 4))
+        np.testing.assert_allclose(obs, pooled, rtol=1e-5, atol=1e-6)
+    if observation == "masked" and not observe_srm:  # the default is the paper's s_t, which the SRM reads
+        np.testing.assert_allclose(obs, full_observation(episode.state, obs_size, np.float32))
+
+
+def test_agent_state_numpy_and_torch_agree():
+    import torch
+
+    rng = np.random.default_rng(0)
+    features, mask, srm = rng.random((2, 5, 4, 4), np.float32), rng.random((2, 4, 4), np.float32), \
+        rng.random((2, 4, 4), np.float32)
+    for observation in ("masked", "masked_plus", "channels"):
+        for extra in (None, srm):
+            a = agent_state(features, mask, observation, extra)
+            b = agent_state(torch.from_numpy(features), torch.from_numpy(mask), observation,
+                            None if extra is None else torch.from_numpy(extra))
+            np.testing.assert_allclose(a, b.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("options", [{"reward": "foreground+iou", "repeat_penalty": 0.3},
+                                     {"observation": "channels", "observe_srm": True}])
+def test_batched_env_plays_the_single_envs_episodes_under_every_option(options):
+    vector = AlignSAMVectorEnv(2, **KWARGS, obs_size=10, **options)
+    singles = [gym.make("AlignSAM-v0", **KWARGS, obs_size=10, **options) for _ in range(2)]
+    obs, _ = vector.reset(seed=4)
+    single_obs = [env.reset(seed=4 + i)[0] for i, env in enumerate(singles)]
+    np.testing.assert_allclose(obs, np.stack(single_obs), rtol=1e-6, atol=1e-6)
+    for actions in ([1, 2], [1, 77], [50, 2]):
+        obs, rewards, *_ = vector.step(np.array(actions))
+        for i, env in enumerate(singles):
+            single, reward, *_ = env.step(actions[i])
+            np.testing.assert_allclose(obs[i], single, rtol=1e-6, atol=1e-6)
+            assert rewards[i] == pytest.approx(reward)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"reward": "iou"}, "reward must be one of"),
+    ({"observation": "plus"}, "observation must be one of"),
+    ({"repeat_penalty": -1}, "repeat_penalty must be a finite number >= 0"),
+    ({"iou_reward_scale": 0}, "iou_reward_scale must be a finite number > 0"),
+    ({"iou_reward_scale": float("nan")}, "iou_reward_scale must be a finite number"),
+    ({"observe_srm": "yes"}, "observe_srm must be True or False"),
+])
+def test_bad_options_name_the_argument(make_env, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_env(**KWARGS, **kwargs)
