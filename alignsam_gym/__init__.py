@@ -8,8 +8,10 @@ from gymnasium.envs.registration import register, registry
 
 __version__ = "0.1.0"
 
-ENV_IDS = ("AlignSAM-v0",)
+#: the env's id
+ENV_ID = "AlignSAM-v0"
+ENV_IDS = (ENV_ID,)
 
-if "AlignSAM-v0" not in registry:
-    register(id="AlignSAM-v0", entry_point="alignsam_gym.envs.alignsam_env:AlignSAMEnv",
+if ENV_ID not in registry:
+    register(id=ENV_ID, entry_point="alignsam_gym.envs.alignsam_env:AlignSAMEnv",
              vector_entry_point="alignsam_gym.envs.vector:AlignSAMVectorEnv")

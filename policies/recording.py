@@ -21,10 +21,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from alignsam_gym import ENV_ID
 from alignsam_gym.atomic import replacing
 from alignsam_gym.observation import full_observation, masked_state
 from policies.runs.actor import Actor
-from policies.runs.training import ENV_ID
 
 EMBEDDINGS_FILE = "embeddings.npz"
 

@@ -101,3 +101,30 @@ def test_voc_tasks_get_a_class_mean_table():
                {**base, "task": "voc-dog", "seed": 0, "miou": 0.9}]
     md = markdown({"config": config, "results": records})
     assert "| random | 0.600 | 2 |" in md  # mean of the class means 0.3 and 0.9
+
+
+def test_grid_statistics_curves_and_per_algorithm_hyperparameters(tmp_path):
+    """Two seeds: the report carries interval estimates, the trained records their learning curves, and each
+    algorithm its own hyper-parameters."""
+    from policies.benchmarks.grid import run_benchmark
+
+    config = {"name": "stats", "tasks": ["synthetic-shapes"], "seeds": [0, 1], "policies": ["random", "ppo", "a2c"],
+              "episodes": 2, "test_images": 2, "max_prompts": [4], "frames_at": [],
+              "train": {"total_timesteps": 32, "num_images": 2, "n_envs": 2, "eval_every": 16, "eval_episodes": 1,
+                        "eval_images": 1, "env": {"obs_size": 10, "max_prompts": 4},
+                        "hyperparameters": {"ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+                                            "a2c": {"n_steps": 4}}}}
+    report = run_benchmark(config, tmp_path, progress=False)
+    stats = report["statistics"]
+    assert set(stats["miou"]) == {"random", "ppo", "a2c"} and stats["best_heuristic"] == "random"
+    for row in stats["miou"].values():
+        assert row["iqm_low"] <= row["iqm"] <= row["iqm_high"] and row["runs"] == 2 and row["tasks"] == 1
+    assert set(stats["probability_of_improvement"]) == {"ppo", "a2c"}
+    trained = [r for r in report["results"] if r["policy"] != "random"]
+    assert all([p["env_steps"] for p in r["curve"]] == [0, 16, 32] for r in trained)
+    from policies.runs import RunFolder
+
+    assert RunFolder(tmp_path / "runs" / "synthetic-shapes-a2c-seed0").read_config().hyperparameters == {"n_steps": 4}
+    assert (tmp_path / "plots" / "performance_profile.png").is_file()
+    assert (tmp_path / "plots" / "learning_curves_synthetic-shapes.png").is_file()
+    assert "## Aggregate statistics" in (tmp_path / "results.md").read_text()

@@ -33,12 +33,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym import ENV_ID  # importing the package registers the ids
 from alignsam_gym import __version__
 from policies.benchmarks.common_approach import CommonApproach
 from policies.benchmarks.machine import command_line, machine
 
-ENV_ID = "AlignSAM-v0"
 
 
 def _time_episodes(reset: Callable[[int], None], step: Callable[[], None], episodes: int, max_prompts: int,

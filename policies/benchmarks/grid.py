@@ -15,7 +15,9 @@ A benchmark config (YAML) names a grid::
     max_prompts: [15]
     episodes: 20                     # test episodes per record
     test_images: 50
-    train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10}}
+    train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10},
+            eval_every: 1024,        # learning curves (test evaluations every 1024 env steps)
+            hyperparameters: {ppo: {n_steps: 128}, dqn: {...}}}  # shared, or per algorithm
     env: {clip_checkpoint: ...}      # extra env kwargs for training and test
     resources: {cpu: 1, gpu: 0}      # per trial with --ray (policies.benchmarks.ray_grid)
 
@@ -50,7 +52,7 @@ from alignsam_gym.atomic import write_json, write_yaml
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
 from policies.benchmarks.machine import command_line, machine
-from policies.benchmarks.report import write_report
+from policies.benchmarks.report import benchmark_statistics, write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
 from policies.runs.config import load_yaml_config
 from policies.sb3.presets import PRESETS
@@ -65,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "resources": {"cpu": 1, "gpu": 0},  # per trial, when trials run on Ray (--ray); ignored otherwise
 }
 BRANCHES = ("default", "implicit", "explicit")
+#: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
+TRAIN_PASSTHROUGH = ("eval_every", "eval_episodes", "eval_images", "vec_env", "srm")
 
 
 def load_benchmark_config(path: str | Path) -> dict[str, Any]:
@@ -112,10 +116,20 @@ def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out
         env["data_root"] = root
     run_config = RunConfig.from_dict({
         "algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
-        "n_envs": settings["n_envs"], "env": env, "hyperparameters": settings.get("hyperparameters", {})})
+        "n_envs": settings["n_envs"], "env": env, "hyperparameters": _hyperparameters(settings, algorithm),
+        **{key: settings[key] for key in TRAIN_PASSTHROUGH if key in settings}})
     if run.steps_done() < settings["total_timesteps"]:
         train(run_config, run.path, resume=run.has_model(), verbose=False)
     return run
+
+
+def _hyperparameters(settings: dict[str, Any], algorithm: str) -> dict[str, Any]:
+    """``train.hyperparameters``: one mapping for every algorithm, or one per algorithm (``{ppo: {...}, dqn:
+    {...}}``: every key an algorithm name; an algorithm not named takes its preset)."""
+    hyperparameters = settings.get("hyperparameters") or {}
+    if hyperparameters and set(hyperparameters) <= set(PRESETS):
+        return dict(hyperparameters.get(algorithm) or {})
+    return dict(hyperparameters)
 
 
 def _record_key(record: dict[str, Any]) -> str:
@@ -201,6 +215,8 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
             "srm_trained": srm is not None or policy not in HEURISTICS,
             "checkpoints": run_dir.digests() if run_dir else {"model": None, "srm": None},
             "package_version": __version__})
+        if policy == trial.algorithm and run.read_curve():
+            record["curve"] = run.read_curve()  # test mIoU / foreground rate against env steps
         records.append(record)
     return records, frames
 
@@ -268,6 +284,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
 
         run_trials_on_ray(run_trial, config, todo, out, frozenset(done), finished, ray_address, progress)
     report = {"config": config, "results": records, "summary": summarize(records),
+              "statistics": benchmark_statistics(config, records),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "machine": machine()}
     write_json(results_file, report)

@@ -1,5 +1,6 @@
 """``results.md`` and plots of a benchmark: tables shaped like the paper's, every caption naming the
-backend and label source, means over seeds with their standard deviation."""
+backend and label source, means over seeds with their standard deviation, and (several seeds) the
+interval estimates of :mod:`policies.benchmarks.statistics`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import cv2
 import numpy as np
 
 from alignsam_gym.atomic import write_text
+from alignsam_gym.heuristics import HEURISTICS
 from alignsam_gym.metrics import class_mean_iou
+from policies.benchmarks.statistics import interval_estimates, performance_profile, probability_of_improvement
+from policies.benchmarks.statistics import mean as mean_score
+from policies.benchmarks.statistics import stratified_bootstrap_ci
 
 DISCLAIMER = ("Numbers from the embedded backend (`lite`: EfficientNet-Lite0 + superpixel random walker) are "
               "not comparable with the paper's SAM numbers.")
@@ -37,12 +42,13 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = "") -> str:
+def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = "",
+             spread: str = "mean ± standard deviation over seeds") -> str:
     backend = config["backend"]
     note = f" {DISCLAIMER}" if backend == "lite" else ""
     return (f"**{what}** Backend `{backend}`, label source `{label_source}`, initial prompts "
             f"`{config['init_prompts']}`, {config['episodes']} test episodes per seed, seeds {config['seeds']}"
-            f"{extra}; mean ± standard deviation over seeds.{note}")
+            f"{extra}; {spread}.{note}")
 
 
 def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
@@ -105,6 +111,85 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
     return parts
 
 
+def _main_records(config: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records of the main setting (first label source and branch, largest prompt budget)."""
+    main_source, main_branch, main_t = config["label_sources"][0], config["branches"][0], max(config["max_prompts"])
+    return [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
+            and r["max_prompts"] == main_t]
+
+
+def score_matrices(records: list[dict[str, Any]], metric: str = "miou") -> tuple[list[str], dict[str, np.ndarray]]:
+    """``(tasks, {policy: (seeds, tasks) array})`` of ``metric`` over the tasks every policy has every seed of
+    (the runs of a stratified bootstrap: seeds are the random part, tasks are fixed)."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    seeds = sorted({r["seed"] for r in records})
+    value = {(r["task"], r["policy"], r["seed"]): r[metric] for r in records}
+    complete = [t for t in tasks if all((t, p, s) in value for p in policies for s in seeds)]
+    return complete, {p: np.array([[value[(t, p, s)] for t in complete] for s in seeds]) for p in policies}
+
+
+def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]], repetitions: int = 2000
+                         ) -> dict[str, Any]:
+    """The leaderboard statistics of the main setting: per policy the IQM and mean of mIoU and foreground rate
+    over seeds x tasks with 95% stratified bootstrap intervals, each task's mean mIoU with its bootstrap interval
+    over seeds, and the probability of improvement in mIoU over the best heuristic (the heuristic with the
+    highest mean mIoU). Empty with fewer than 2 seeds."""
+    main = _main_records(config, records)
+    tasks, miou = score_matrices(main, "miou")
+    if not tasks or len({r["seed"] for r in main}) < 2:
+        return {}
+    _, fg = score_matrices(main, "foreground_rate")
+    out: dict[str, Any] = {"tasks": tasks, "seeds": sorted({r["seed"] for r in main}),
+                           "miou": interval_estimates(miou, repetitions), "foreground_rate": interval_estimates(fg, repetitions)}
+    out["per_task_miou"] = {
+        policy: {task: dict(zip(("mean", "low", "high"),
+                                (float(values[:, i].mean()),
+                                 *stratified_bootstrap_ci(values[:, i:i + 1], mean_score, repetitions,
+                                                          rng=np.random.default_rng([7, j, i])))))
+                 for i, task in enumerate(tasks)}
+        for j, (policy, values) in enumerate(miou.items())}
+    heuristics = [p for p in miou if p in HEURISTICS]
+    if heuristics:
+        best = max(heuristics, key=lambda p: float(miou[p].mean()))
+        out["best_heuristic"] = best
+        out["probability_of_improvement"] = {p: probability_of_improvement(values, miou[best])
+                                             for p, values in miou.items() if p != best}
+    return out
+
+
+def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> list[str]:
+    if not statistics:
+        return []
+    runs = len(statistics["seeds"])
+    parts = ["## Aggregate statistics", "",
+             f"Over {runs} seeds x {len(statistics['tasks'])} tasks ({', '.join(statistics['tasks'])}): the "
+             "interquartile mean (IQM) and the mean, each with its 95% stratified bootstrap interval (2,000 "
+             "resamples of the seeds within each task), as Agarwal et al. (2021) recommend; P(improve) is the "
+             f"probability that a run of the policy beats a run of the best heuristic "
+             f"(`{statistics.get('best_heuristic', '-')}`) on the same task (ties count half).", ""]
+    rows = []
+    for policy, m in statistics["miou"].items():
+        f = statistics["foreground_rate"][policy]
+        poi = statistics.get("probability_of_improvement", {}).get(policy)
+        rows.append([policy, f"{m['iqm']:.3f} [{m['iqm_low']:.3f}, {m['iqm_high']:.3f}]",
+                     f"{m['mean']:.3f} [{m['mean_low']:.3f}, {m['mean_high']:.3f}]",
+                     f"{f['iqm']:.3f} [{f['iqm_low']:.3f}, {f['iqm_high']:.3f}]",
+                     "–" if poi is None else f"{poi:.2f}"])
+    rows.sort(key=lambda row: -float(row[1].split()[0]))
+    parts += [_caption(config, "Aggregate mIoU and foreground rate, best first.", config["label_sources"][0],
+                       f", T = {max(config['max_prompts'])}", "point estimates with 95% stratified bootstrap intervals"),
+              "",
+              _table(["policy", "mIoU IQM [95% CI]", "mIoU mean [95% CI]", "foreground rate IQM [95% CI]",
+                      "P(improve) over best heuristic"], rows), ""]
+    tasks = statistics["tasks"]
+    rows = [[policy] + [f"{v[t]['mean']:.3f} [{v[t]['low']:.3f}, {v[t]['high']:.3f}]" for t in tasks]
+            for policy, v in statistics["per_task_miou"].items()]
+    parts += [_caption(config, "mIoU per task.", config["label_sources"][0], f", T = {max(config['max_prompts'])}",
+                       "mean over seeds [95% bootstrap interval over seeds]"), "", _table(["policy"] + tasks, rows), ""]
+    return parts
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, records = report["config"], report["results"]
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -122,6 +207,7 @@ def markdown(report: dict[str, Any]) -> str:
     findings = _findings(groups, tasks, policies)
     if findings:
         parts += ["## Findings", "", *findings, ""]
+    parts += _statistics_section(config, report.get("statistics") or {})
     parts += _versus_random(config, groups, tasks, policies, main_source, main_t)
     for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
         rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
@@ -170,7 +256,10 @@ def markdown(report: dict[str, Any]) -> str:
         parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
                   _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
     parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
-              "(the first test episode of each policy, seed 0, after 0, 1, 3, 7 and 15 prompts).", ""]
+              "(the first test episode of each policy, seed 0, after 0, 1, 3, 7 and 15 prompts); with several seeds "
+              "`plots/performance_profile.png` (the fraction of runs above each mIoU) and, for runs trained with "
+              "`eval_every`, `plots/learning_curves_<task>.png` (test mIoU and foreground rate against env steps, "
+              "mean over seeds with a 95% bootstrap band).", ""]
     return "\n".join(parts)
 
 
@@ -224,6 +313,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
+    written += _statistics_plots(plt, config, records, plots, caption)
     for task, by_policy in frames.items():
         rows = []
         for policy, shots in by_policy.items():
@@ -242,6 +332,57 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
             cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR),
                         [cv2.IMWRITE_JPEG_QUALITY, 85])
             written.append(path)
+    return written
+
+
+def _statistics_plots(plt: Any, config: dict[str, Any], records: list[dict[str, Any]], plots: Path,
+                      caption: str) -> list[Path]:
+    """The performance profile (several seeds) and the learning curves (runs trained with ``eval_every``)."""
+    written = []
+    main = _main_records(config, records)
+    tasks, scores = score_matrices(main, "miou")
+    if tasks and len({r["seed"] for r in main}) >= 2:
+        taus = np.linspace(0, 1, 101)
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for policy, values in scores.items():
+            ax.plot(taus, performance_profile(values, taus), label=policy)
+        ax.set_xlabel("mIoU threshold tau")
+        ax.set_ylabel("fraction of runs with mIoU > tau")
+        ax.set_title(f"Performance profile over {len(tasks)} tasks ({caption})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = plots / "performance_profile.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    curves = [r for r in main if r.get("curve")]
+    for task in dict.fromkeys(r["task"] for r in curves):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for policy in dict.fromkeys(r["policy"] for r in curves if r["task"] == task):
+            runs = [r["curve"] for r in curves if r["task"] == task and r["policy"] == policy]
+            steps = sorted(set.intersection(*[{p["env_steps"] for p in c} for c in runs]))
+            if not steps:
+                continue
+            for ax, metric in zip(axes, ("miou", "foreground_rate")):
+                values = np.array([[{p["env_steps"]: p[metric] for p in c}[s] for s in steps] for c in runs])
+                centre = values.mean(axis=0)
+                ax.plot(steps, centre, marker="o", markersize=3, label=policy)
+                if len(runs) > 1:
+                    bands = [stratified_bootstrap_ci(values[:, i:i + 1], mean_score, 1000,
+                                                     rng=np.random.default_rng(i)) for i in range(len(steps))]
+                    ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
+        for ax, label in zip(axes, ("test mIoU", "test foreground rate")):
+            ax.set_xlabel("env steps")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"Learning curves, {task} ({caption})", fontsize=9)
+        fig.tight_layout()
+        path = plots / f"learning_curves_{task}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
     return written
 
 

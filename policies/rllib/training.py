@@ -35,8 +35,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from alignsam_gym import ENV_ID
 from alignsam_gym.atomic import write_yaml
-from policies.runs.training import ENV_ID
 
 RLLIB_ENV = "alignsam-rllib"
 

@@ -25,16 +25,19 @@ class Actor:
     :param no_repeats: choose among the cells not prompted yet this episode (``env.action_masks()``); a
         deterministic policy whose mask stops changing would otherwise prompt one cell again and again.
         RecurrentPPO ignores it.
+    :param model: a model in memory (training's learning-curve evaluations) instead of a saved run;
+        ``algorithm`` names its preset.
     """
 
-    def __init__(self, policy: str, env: gym.Env, seed: int = 0, device: str = "auto", no_repeats: bool = True) -> None:
+    def __init__(self, policy: str, env: gym.Env, seed: int = 0, device: str = "auto", no_repeats: bool = True,
+                 model: Any = None, algorithm: str | None = None) -> None:
         self.policy, self.env, self.no_repeats = policy, env, no_repeats
         self.rng = np.random.default_rng(seed)
         self.model: Any = None
         self.algorithm: str | None = None
         #: the SRM weights the run trained (None for heuristics and runs without an SRM)
         self.srm_weights: dict[str, torch.Tensor] | None = None
-        if policy not in HEURISTICS:
+        if policy not in HEURISTICS and model is None:
             run, model_file = RunFolder.of_model(policy)
             if not model_file.is_file():
                 raise FileNotFoundError(f"no trained model at {model_file} (policies without training: "
@@ -43,6 +46,8 @@ class Actor:
             self.algorithm = config.algorithm
             self.model = load_model(config.algorithm, model_file, env, device, config.hyperparameters)
             self.srm_weights = run.srm_weights()
+        if model is not None:
+            self.model, self.algorithm = model, algorithm
         self._state: Any = None
         self._first = True
 

@@ -10,6 +10,9 @@ A YAML run config holds some of these keys; the rest take the defaults below::
     device: auto                # the policy's, the SRM callback's and the envs' models' device
     checkpoint_every: 10000     # env steps between checkpoints (null: at the end and on SIGINT/SIGTERM only)
     log_frames_every: null      # env steps between TensorBoard episode images (frames and IoU curve; null: none)
+    eval_every: null            # env steps between learning-curve evaluations (curve.jsonl; null: none)
+    eval_episodes: 10           # deterministic test episodes per learning-curve point (SRM initial prompts)
+    eval_images: 20             # test images of those evaluations
     env: {task: synthetic-saliency, obs_size: 10}   # AlignSAM-v0 keyword arguments
     hyperparameters: {}         # preset overrides (SB3 keyword arguments)
     srm: {enabled: true, learning_rate: 1.0e-4, updates_per_step: null, push_every: 1}
@@ -52,6 +55,9 @@ class RunConfig:
     device: str = "auto"
     checkpoint_every: int | None = 10000
     log_frames_every: int | None = None
+    eval_every: int | None = None
+    eval_episodes: int = 10
+    eval_images: int = 20
     env: dict[str, Any] = field(default_factory=lambda: {"task": "synthetic-saliency", "obs_size": 10})
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     srm: SRMSettings = field(default_factory=SRMSettings)
@@ -84,6 +90,14 @@ class RunConfig:
             raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
         if config.vec_env not in VEC_ENVS:
             raise ValueError(f"vec_env must be one of {list(VEC_ENVS)}, got {config.vec_env!r}")
+        for name in ("eval_every", "log_frames_every", "checkpoint_every"):
+            value = getattr(config, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+        for name in ("eval_episodes", "eval_images"):
+            value = getattr(config, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         return config
 
     @classmethod

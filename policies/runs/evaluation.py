@@ -9,15 +9,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym import ENV_ID  # importing the package registers the ids
 from alignsam_gym.metrics import ber_counts, mask_metrics
 from policies.runs.actor import Actor
-from policies.runs.training import ENV_ID
 
 
 def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: int = 0,
              srm_weights: dict[str, torch.Tensor] | None = None, device: str = "auto",
-             no_repeats: bool = True, frames_at: tuple[int, ...] = ()) -> dict[str, Any]:
+             no_repeats: bool = True, frames_at: tuple[int, ...] = (), model: Any = None,
+             algorithm: str | None = None) -> dict[str, Any]:
     """Run ``episodes`` deterministic episodes and measure them.
 
     :param policy: a heuristic (``"random"``, seeded; ``"centre"``; ``"srm_greedy"``; see
@@ -30,6 +30,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
         prompt the same cell again and again (the paper's reward pays for repeats). RecurrentPPO
         ignores it.
     :param frames_at: prompt counts at which to keep a rendered frame of the first episode.
+    :param model: a model in memory to evaluate instead of ``policy``'s file (``algorithm`` its preset);
+        ``policy`` then only names it in messages.
     :return: ``foreground_rate`` (fraction of the agent's prompts on ground-truth foreground, paper Eq. 14),
         ``miou`` (mean IoU after the last prompt), ``iou_curve`` (mean IoU after 0..T prompts), the final
         masks' mean ``f_beta``, ``f_adaptive``, ``e_measure``, ``mae`` and per-image ``ber``, the dataset
@@ -38,12 +40,12 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
     """
     start = time.perf_counter()
     # one device for the policy and the env's models; observations as a trained run was trained unless given
-    env_kwargs = {"device": device, **Actor.observation_kwargs(policy), **env_kwargs}
+    env_kwargs = {"device": device, **(Actor.observation_kwargs(policy) if model is None else {}), **env_kwargs}
     if frames_at:
         env_kwargs = {**env_kwargs, "render_mode": "rgb_array"}
     env = gym.make(ENV_ID, **env_kwargs)
     inner = env.unwrapped
-    actor = Actor(policy, env, seed=seed, device=device, no_repeats=no_repeats)
+    actor = Actor(policy, env, seed=seed, device=device, no_repeats=no_repeats, model=model, algorithm=algorithm)
     if srm_weights is None:
         srm_weights = actor.srm_weights
     if srm_weights is not None:

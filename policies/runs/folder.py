@@ -16,6 +16,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class RunFolder:
     STATE = "state.json"
     RNG = "rng.pt"
     TENSORBOARD = "tb"
+    CURVE = "curve.jsonl"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -58,6 +60,7 @@ class RunFolder:
     srm_file = property(lambda self: self.path / self.SRM)
     state_file = property(lambda self: self.path / self.STATE)
     rng_file = property(lambda self: self.path / self.RNG)
+    curve_file = property(lambda self: self.path / self.CURVE)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
 
     @classmethod
@@ -92,6 +95,25 @@ class RunFolder:
     def digests(self) -> dict[str, str | None]:
         """Short SHA-256 digests of ``model.zip`` and ``srm.pt`` (None where absent), for records."""
         return {"model": _digest(self.model_file), "srm": _digest(self.srm_file)}
+
+    def append_curve(self, point: dict[str, Any]) -> None:
+        """Add one learning-curve point (``env_steps``, ``miou``, ``foreground_rate``, ...) to ``curve.jsonl``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        _append_line(self.curve_file, json.dumps(point))
+
+    def read_curve(self) -> list[dict[str, Any]]:
+        """The learning-curve points, by env steps (a resumed run's repeated steps: the last one); a torn last
+        line (a crash mid-write) is skipped."""
+        if not self.curve_file.is_file():
+            return []
+        points: dict[int, dict[str, Any]] = {}
+        for line in self.curve_file.read_text().splitlines():
+            try:
+                point = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            points[int(point["env_steps"])] = point
+        return [points[k] for k in sorted(points)]
 
     def srm_weights(self) -> dict[str, torch.Tensor] | None:
         """The SRM weights of ``srm.pt`` (None without it)."""
@@ -142,6 +164,14 @@ class RunFolder:
             return json.loads(self.state_file.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{self.state_file}: damaged run state ({type(err).__name__}: {err})") from err
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line and flush it to disk (append-only: earlier lines are never rewritten)."""
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def load_srm_weights(path: str | Path) -> dict[str, torch.Tensor]:

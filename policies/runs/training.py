@@ -13,17 +13,19 @@ from typing import Any
 
 import torch
 
-import alignsam_gym  # noqa: F401  (registers the ids)
+from alignsam_gym import ENV_ID
 from alignsam_gym.devices import parse_device
 from alignsam_gym.observation import EmbeddingTable
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
+from policies.runs.curve import LearningCurve
 from policies.runs.folder import RunFolder
 from policies.sb3.callback import SRMCallback
 from policies.sb3.episode_images import EpisodeImages
 from policies.sb3.presets import make_model
 
-ENV_ID = "alignsam_gym:AlignSAM-v0"  # importable in subprocess workers too
+#: the id SB3's env builders use: with its module, so subprocess workers import the package too
+TRAINING_ENV_ID = f"alignsam_gym:{ENV_ID}"
 
 
 def make_training_env(config: RunConfig) -> Any:
@@ -48,7 +50,7 @@ def make_training_env(config: RunConfig) -> Any:
             raise ValueError("env.obs_mode='compact' needs the envs in the training process: use vec_env 'batched' "
                              "or 'dummy', not 'subproc'")
         env_kwargs["embedding_table"] = EmbeddingTable()  # one table for every env and the policy
-    return make_vec_env(ENV_ID, n_envs=config.n_envs, seed=config.seed, env_kwargs=env_kwargs,
+    return make_vec_env(TRAINING_ENV_ID, n_envs=config.n_envs, seed=config.seed, env_kwargs=env_kwargs,
                         vec_env_cls=SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv)
 
 
@@ -56,6 +58,14 @@ def _may_use_cuda(device: str) -> bool:
     """Whether an env device argument can mean CUDA (asked without initialising CUDA)."""
     spec = parse_device(device)
     return spec.startswith("cuda") or (spec == "auto" and torch.cuda.device_count() > 0)
+
+
+def evaluation_env(config: RunConfig) -> dict[str, Any]:
+    """The env kwargs of a run's learning-curve evaluations: its env on the test split (``eval_images`` images),
+    with the paper's evaluation protocol (SRM initial prompts)."""
+    env = {key: value for key, value in config.env.items() if key not in ("subset_seed", "embedding_table")}
+    env.update({"split": "test", "num_images": config.eval_images, "init_prompts": "srm", "device": config.device})
+    return env
 
 
 def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False,
@@ -98,12 +108,16 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
 
     remaining = config.total_timesteps - model.num_timesteps
     checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
-    images = None
+    images = curve = None
     if config.log_frames_every:  # what the agent does, in TensorBoard
         images = EpisodeImages({"device": config.device, **config.env}, config.log_frames_every)
+    if config.eval_every:  # learning curves: deterministic test episodes every eval_every env steps
+        curve = LearningCurve(run, config.algorithm, evaluation_env(config), config.eval_every,
+                              config.eval_episodes, callback)
     try:
         if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=[c for c in (callback, images, checkpoint) if c is not None],
+            model.learn(total_timesteps=remaining,
+                        callback=[c for c in (callback, images, curve, checkpoint) if c is not None],
                         progress_bar=progress_bar, reset_num_timesteps=not resume, tb_log_name="run")
     finally:  # an interrupted run keeps what it learned
         if model.num_timesteps > 0 or not resume:
