@@ -303,6 +303,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from policies.benchmarks.train_throughput import run_train_benchmark
+
+    report = run_train_benchmark(variants=tuple(args.variants), timesteps=args.timesteps, repeats=args.repeats,
+                                 task=args.task, profile=not args.no_profile)
+    for row in report["results"]:
+        print(f"{row['variant']:16s} {row['steps_per_s']:7.1f} steps/s  x{row['speedup_over_baseline']:.2f}  "
+              f"same weights as baseline: {row['same_weights_as_baseline']}")
+    if "baseline_profile" in report:
+        print("baseline profile:", report["baseline_profile"])
+    return _write_result(args, report)
+
+
 def cmd_bench_env(args: argparse.Namespace) -> int:
     from policies.benchmarks.env_throughput import run_env_benchmark
 
@@ -387,6 +400,16 @@ def _add_benches(sub: Subcommands) -> None:
     soak.add_argument("--num-images", type=int, default=8, help="images per task")
     soak.add_argument("--json", default=None)
     soak.set_defaults(func=cmd_bench_soak)
+
+    trn = bench_sub.add_parser("train", help="PPO + SRM training steps/s: variants against the baseline, one run")
+    trn.add_argument("--variants", nargs="+", default=["batched", "batched_compact", "subproc", "threads1"],
+                     choices=["batched", "batched_compact", "subproc", "threads1"])
+    trn.add_argument("--timesteps", type=int, default=2048)
+    trn.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved")
+    trn.add_argument("--task", default="synthetic-saliency")
+    trn.add_argument("--no-profile", action="store_true", help="skip the profile of one baseline run")
+    trn.add_argument("--json", default=None)
+    trn.set_defaults(func=cmd_bench_train)
 
     env = bench_sub.add_parser("env", help="env steps/s: common approach, cached env, DummyVecEnv, batched env; "
                                           "PPO rollout memory per observation mode")

@@ -1,6 +1,8 @@
-"""The env throughput and soak benchmarks on tiny settings: every configuration runs and reports."""
+"""The env, training throughput and soak benchmarks on tiny settings: every configuration runs and reports."""
 
 from __future__ import annotations
+
+import json
 
 from policies.benchmarks.soak import run_soak
 from policies.benchmarks.env_throughput import run_env_benchmark
@@ -25,3 +27,16 @@ def test_soak_reports_memory_and_files_per_round():
     assert result["env_steps"] == 3 * 3 * 2
     assert all(s["rss_mib"] > 0 and s["open_files"] > 0 for s in result["samples"])
     assert abs(result["open_files_growth_after_warmup"]) <= 2
+
+
+def test_bench_train_compares_variants_with_the_baseline_in_one_run(tmp_path):
+    from policies.cli import main
+
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "--variants", "batched", "--timesteps", "64", "--repeats", "1", "--no-profile",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {r["variant"]: r for r in report["results"]}
+    assert set(rows) == {"baseline", "batched"} and rows["baseline"]["speedup_over_baseline"] == 1.0
+    assert rows["baseline"]["same_weights_as_baseline"] is True  # a run is compared with itself
+    assert rows["batched"]["steps_per_s"] > 0 and report["machine"] and report["timesteps"] == 64

@@ -1,0 +1,130 @@
+"""``alignsam bench train``: training throughput (env steps per second) of PPO + SRM, variant against baseline.
+
+Every variant trains the same config (the quickstart's: PPO + SRM, 4 envs, ``obs_size`` 10, 2,048 steps
+on the embedded backend by default) with one change, in one process and one run, repeated and
+interleaved (baseline, variant, baseline, ...) so the machine's noise hits all alike; the report gives
+each variant's median steps per second and its ratio to the baseline's median, and whether the
+variant trains the same weights as the baseline (same seed: bit-identical SRM and policy, or not).
+A profile of one baseline run splits its time into the env step, the SRM callback's update and the
+policy update.
+
+Variants (``--variants``): ``batched`` (``vec_env: batched``), ``batched_compact`` (and compact
+observations), ``subproc`` (one process per env), ``threads1`` (torch on one thread).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alignsam_gym import __version__
+from policies.benchmarks.machine import command_line, machine
+
+BASELINE: dict[str, Any] = {"algorithm": "ppo", "seed": 0, "total_timesteps": 2048, "n_envs": 4, "vec_env": "dummy",
+                            "checkpoint_every": None,
+                            "env": {"task": "synthetic-saliency", "num_images": 20, "obs_size": 10}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "batched": {"vec_env": "batched"},
+    "batched_compact": {"vec_env": "batched", "env": {"obs_mode": "compact"}},
+    "subproc": {"vec_env": "subproc"},
+    "threads1": {},
+}
+#: the functions whose cumulative time the profile reports, by what they are
+PROFILE_PARTS = {"env step": "core.py:.*\\(step\\)", "SRM callback update": "callback.py:.*\\(_on_step\\)",
+                 "policy update": "ppo.py:.*\\(train\\)", "rollout collection": "collect_rollouts"}
+
+
+def _config(variant: str, timesteps: int, task: str) -> dict[str, Any]:
+    change = VARIANTS.get(variant, {})
+    env = {**BASELINE["env"], "task": task, **change.get("env", {})}
+    return {**BASELINE, **{k: v for k, v in change.items() if k != "env"}, "env": env, "total_timesteps": timesteps}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from stable_baselines3 import PPO
+
+    from policies.runs import load_srm_weights
+
+    policy = PPO.load(run / "model.zip", device="cpu").policy.state_dict()
+    return {**{f"policy.{k}": v for k, v in policy.items()},
+            **{f"srm.{k}": v for k, v in load_srm_weights(run / "srm.pt").items()}}
+
+
+def _train_once(variant: str, config: dict[str, Any], folder: Path) -> float:
+    from policies.runs import train
+
+    shutil.rmtree(folder, ignore_errors=True)
+    threads = torch.get_num_threads()
+    if variant == "threads1":
+        torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        train(config, folder, verbose=False)
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _profile(config: dict[str, Any], folder: Path) -> dict[str, float]:
+    """Seconds of one baseline run spent in each of :data:`PROFILE_PARTS` (cumulative, may nest)."""
+    from policies.runs import train
+
+    shutil.rmtree(folder, ignore_errors=True)
+    profiler = cProfile.Profile()
+    profiler.runcall(train, config, folder, verbose=False)
+    stats = pstats.Stats(profiler)
+    total = max(v[3] for v in stats.stats.values())
+    out = {"total_s": round(total, 2)}
+    for name, pattern in PROFILE_PARTS.items():
+        matched = [v[3] for (file, line, func), v in stats.stats.items() if re.search(pattern, f"{file}:{line}({func})")]
+        out[f"{name} s"] = round(max(matched), 2) if matched else None
+    return out
+
+
+def run_train_benchmark(variants: tuple[str, ...] = ("batched", "batched_compact", "subproc", "threads1"),
+                        timesteps: int = 2048, repeats: int = 3, task: str = "synthetic-saliency",
+                        profile: bool = True) -> dict[str, Any]:
+    """Time the baseline and each variant ``repeats`` times, interleaved; see the module docstring."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    if repeats < 1 or timesteps < 64:
+        raise ValueError(f"repeats must be >= 1 and timesteps >= 64, got {repeats} and {timesteps}")
+    scratch = Path(tempfile.mkdtemp(prefix="alignsam-bench-train-"))
+    try:
+        names = ("baseline", *variants)
+        configs = {name: _config(name, timesteps, task) for name in names}
+        _train_once("baseline", {**configs["baseline"], "total_timesteps": 64,
+                                 "hyperparameters": {"n_steps": 16}}, scratch / "warm")  # cache the embeddings
+        seconds: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(repeats):
+            for name in names:
+                seconds[name].append(_train_once(name, configs[name], scratch / name))
+        reference = _weights(scratch / "baseline")
+        results = []
+        base_median = float(np.median(seconds["baseline"]))
+        for name in names:
+            median = float(np.median(seconds[name]))
+            weights = _weights(scratch / name)
+            identical = weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in reference)
+            results.append({"variant": name, "config_change": VARIANTS.get(name, {}), "seconds": [round(s, 2) for s in seconds[name]],
+                            "median_s": round(median, 2), "steps_per_s": round(timesteps / median, 1),
+                            "speedup_over_baseline": round(base_median / median, 3),
+                            "same_weights_as_baseline": bool(identical)})
+        report = {"benchmark": "train", "baseline_config": configs["baseline"], "timesteps": timesteps,
+                  "repeats": repeats, "results": results, "package_version": __version__,
+                  "command": command_line(), "machine": machine()}
+        if profile:
+            report["baseline_profile"] = _profile(configs["baseline"], scratch / "profile")
+        return report
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
