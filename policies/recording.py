@@ -23,6 +23,7 @@ import numpy as np
 
 from alignsam_gym import ENV_ID
 from alignsam_gym.atomic import replacing
+from alignsam_gym.heuristics import HEURISTICS
 from alignsam_gym.observation import full_observation, masked_state
 from policies.runs.actor import Actor
 
@@ -69,7 +70,9 @@ def record_dataset(policy: str, dataset_id: str, env_kwargs: dict[str, Any], epi
         heuristic, unless ``obs_mode`` is given); a run's SRM
         weights label its episodes unless ``srm_checkpoint`` names an SRM file.
     :param episodes: number of episodes; episode ``i`` is reset with seed ``seed + i``.
-    :param datasets_path: Minari's datasets folder (default ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``).
+    :param datasets_path: Minari's datasets folder (default ``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``);
+        Minari reads the folder from that variable, so this sets it for the rest of the process (later
+        ``minari.load_dataset`` calls find the dataset there).
     :return: the written ``minari.MinariDataset``.
     """
     minari = _minari()
@@ -104,7 +107,7 @@ def record_dataset(policy: str, dataset_id: str, env_kwargs: dict[str, Any], epi
             while not done:
                 obs, _, terminated, truncated, _ = collector.step(actor.act(obs))
                 done = terminated or truncated
-        name = policy if policy in ("random", "centre", "srm_greedy") else f"trained run {policy}"
+        name = policy if policy in HEURISTICS else f"trained run {policy}"
         dataset = collector.create_dataset(
             dataset_id=dataset_id, eval_env=env.spec, algorithm_name=name, author="alignsam-gym",
             description=description or f"AlignSAM-v0 prompting episodes of {name} on {env_kwargs.get('task')}",
