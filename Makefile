@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+# sam2 is a source release that asks for torch to build: built against the venv's torch, without its CUDA kernel
+	SAM2_BUILD_CUDA=0 $(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-build-isolation 'sam2>=1.0,<2'
 	touch $(STAMP)
 
 install: $(STAMP)
