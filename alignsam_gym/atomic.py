@@ -3,13 +3,16 @@ one, never half of either, and two writers of one file never share a temporary n
 
 - :func:`write_bytes`, :func:`write_text`, :func:`write_json`, :func:`write_yaml` for data in memory;
 - :func:`replacing` for libraries that write a file themselves (``torch.save``, SB3's ``model.save``):
-  they write to the temporary path it yields, which moves into place only when the block succeeds.
+  they write to the temporary path it yields, which moves into place only when the block succeeds;
+- :func:`replace_dir` for libraries that write a folder (RLlib's checkpoints);
+- :func:`append_line` for append-only logs (learning curves, progress): earlier lines are never rewritten.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,3 +68,25 @@ def write_yaml(path: str | Path, payload: Any) -> None:
     import yaml
 
     write_text(path, yaml.safe_dump(payload, sort_keys=False))
+
+
+def replace_dir(source: str | Path, target: str | Path) -> None:
+    """Move the finished folder ``source`` onto ``target``; the old ``target`` is kept (as a hidden ``.old``
+    sibling) until the new one is in place, so a crash leaves one whole folder or the other."""
+    source, target = Path(source), Path(target)
+    old = target.with_name(f".{target.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(source, target)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to ``path`` and flush it to disk (append-only: a crash can tear only the last line)."""
+    with open(path, "a") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

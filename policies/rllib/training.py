@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -36,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 
 from alignsam_gym import ENV_ID
-from alignsam_gym.atomic import write_yaml
+from alignsam_gym.atomic import append_line, replace_dir, write_yaml
 
 RLLIB_ENV = "alignsam-rllib"
 
@@ -127,18 +126,6 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    """Move the finished folder ``source`` onto ``target``: the old one is kept until the new one is in place."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(source, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def train_rllib(config: RLlibConfig, out: str | Path, iterations: int | None = None,
                 address: str | None = None) -> list[dict[str, Any]]:
     """Train ``iterations`` (default ``config.iterations``) PPO iterations into the new run folder ``out``.
@@ -170,17 +157,13 @@ def train_rllib(config: RLlibConfig, out: str | Path, iterations: int | None = N
                       "episode_return_mean": _number(runners.get("episode_return_mean")),
                       "episodes": _number(runners.get("num_episodes")),
                       "wall_s": round(time.perf_counter() - start, 2)}
-            line = json.dumps(record) + "\n"
             records.append(record)
-            with open(out / "progress.jsonl", "a") as handle:  # append-only: earlier lines are never rewritten
-                handle.write(line)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_line(out / "progress.jsonl", json.dumps(record))
             staging = out / ".checkpoint.new"
             if staging.exists():
                 shutil.rmtree(staging)
             algo.save_to_path(str(staging.resolve()))
-            _replace_dir(staging, out / "checkpoint")
+            replace_dir(staging, out / "checkpoint")
     finally:
         algo.stop()
         if started_ray:

@@ -16,7 +16,6 @@ checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alignsam_gym.atomic import replacing, write_json, write_text, write_yaml
+from alignsam_gym.atomic import append_line, replacing, write_json, write_text, write_yaml
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.srm import load_srm_file
 from policies.runs.config import RunConfig
@@ -99,7 +98,7 @@ class RunFolder:
     def append_curve(self, point: dict[str, Any]) -> None:
         """Add one learning-curve point (``env_steps``, ``miou``, ``foreground_rate``, ...) to ``curve.jsonl``."""
         self.path.mkdir(parents=True, exist_ok=True)
-        _append_line(self.curve_file, json.dumps(point))
+        append_line(self.curve_file, json.dumps(point))
 
     def read_curve(self) -> list[dict[str, Any]]:
         """The learning-curve points, by env steps (a resumed run's repeated steps: the last one); a torn last
@@ -164,14 +163,6 @@ class RunFolder:
             return json.loads(self.state_file.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{self.state_file}: damaged run state ({type(err).__name__}: {err})") from err
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one line and flush it to disk (append-only: earlier lines are never rewritten)."""
-    with open(path, "a") as handle:
-        handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def load_srm_weights(path: str | Path) -> dict[str, torch.Tensor]:
