@@ -9,7 +9,9 @@ this protocol, so a new backend slots in without touching the env.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -86,6 +88,23 @@ class PromptableSegmenter(abc.ABC):
             raise ValueError(f"decode_batch needs as many prompt sets as embeddings, got {len(embeddings)} "
                              f"embeddings, {len(points)} point arrays and {len(labels)} label arrays")
         return [self.decode(e, p, l) for e, p, l in zip(embeddings, points, labels)]
+
+
+def checkpoint_file(checkpoint: str | Path | None, env_var: str, missing: str, what: str) -> Path:
+    """The weights file of a model: ``checkpoint``, else ``$env_var``; shared by every model that loads a file.
+
+    :param missing: the message when neither is given (what to pass, where to find the file).
+    :param what: the model's name in the not-found message, e.g. ``"SAM"``.
+    :raises ValueError: with ``missing`` when no path is given; ``FileNotFoundError`` naming the path when no file
+        is there.
+    """
+    checkpoint = checkpoint or os.environ.get(env_var)
+    if not checkpoint:
+        raise ValueError(missing)
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} checkpoint not found: {path}")
+    return path
 
 
 def check_image(image: np.ndarray, min_side: int = 1) -> np.ndarray:

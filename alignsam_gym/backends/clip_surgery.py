@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alignsam_gym.backends.base import ImageEmbedding
+from alignsam_gym.backends.base import ImageEmbedding, checkpoint_file
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.shared import SharedInstances
 from alignsam_gym.devices import DeviceSpec, device_tag
@@ -115,13 +115,9 @@ class ClipSurgeryMaps:
 
     def __init__(self, checkpoint: str | Path | None, text_prompt: str, model_name: str = "ViT-B-16",
                  surgery_blocks: int = 6, device: str = "auto") -> None:
-        checkpoint = checkpoint or os.environ.get(CLIP_CHECKPOINT_ENV)
-        if not checkpoint:
-            raise ValueError(f"CLIP maps need open_clip weights: pass clip_checkpoint=PATH or set "
-                             f"{CLIP_CHECKPOINT_ENV}; `alignsam weights list` names the paper's file")
-        self.checkpoint = Path(checkpoint).expanduser()
-        if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"CLIP checkpoint not found: {self.checkpoint}")
+        self.checkpoint = checkpoint_file(
+            checkpoint, CLIP_CHECKPOINT_ENV, f"CLIP maps need open_clip weights: pass clip_checkpoint=PATH or set "
+            f"{CLIP_CHECKPOINT_ENV}; `alignsam weights list` names the paper's file", "CLIP")
         if not text_prompt or not isinstance(text_prompt, str):
             raise ValueError(f"text_prompt must be a non-empty string, got {text_prompt!r}")
         self.text_prompt, self.model_name, self.surgery_blocks = text_prompt, model_name, int(surgery_blocks)

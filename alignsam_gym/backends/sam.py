@@ -22,7 +22,6 @@ their builder as ``model_builder`` and register them as a backend (see the READM
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
+from alignsam_gym.backends.base import (ImageEmbedding, PromptableSegmenter, check_image, check_prompts,
+                                        checkpoint_file)
 from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image, stack_images
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.lru import LRU
@@ -214,13 +214,9 @@ class SamBackend(PromptableSegmenter):
     def __init__(self, checkpoint: str | Path | None = None, model_type: str | None = None, device: str = "auto",
                  model_builder: Callable[[str], nn.Module] | None = None, decoder_cache_size: int = 8,
                  batch_decode: bool | None = None) -> None:
-        checkpoint = checkpoint or os.environ.get(CHECKPOINT_ENV)
-        if not checkpoint:
-            raise ValueError(f"backend 'sam' needs a checkpoint: pass sam_checkpoint=PATH or set {CHECKPOINT_ENV}; "
-                             "`alignsam weights list` shows the official files and where to put them")
-        self.checkpoint = Path(checkpoint).expanduser()
-        if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"SAM checkpoint not found: {self.checkpoint}")
+        self.checkpoint = checkpoint_file(
+            checkpoint, CHECKPOINT_ENV, f"backend 'sam' needs a checkpoint: pass sam_checkpoint=PATH or set "
+            f"{CHECKPOINT_ENV}; `alignsam weights list` shows the official files and where to put them", "SAM")
         if model_type is not None and model_builder is None and model_type not in OFFICIAL_ARCHITECTURES:
             raise ValueError(f"sam_model_type must be one of {sorted(OFFICIAL_ARCHITECTURES)} or None, "
                              f"got {model_type!r}")

@@ -17,7 +17,6 @@ an error naming the file, the tensor and both shapes.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
+from alignsam_gym.backends.base import (ImageEmbedding, PromptableSegmenter, check_image, check_prompts,
+                                        checkpoint_file)
 from alignsam_gym.devices import DeviceSpec, device_tag
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.shared import SharedInstances
@@ -117,13 +117,9 @@ class Sam2Backend(PromptableSegmenter):
                  model_type: str | None = None) -> None:
         if model_type is not None:
             raise ValueError("backend 'sam2' takes sam2_config (backend_kwargs={'sam2_config': ...}), not sam_model_type")
-        checkpoint = checkpoint or os.environ.get(CHECKPOINT_ENV)
-        if not checkpoint:
-            raise ValueError(f"backend 'sam2' needs a checkpoint: pass sam_checkpoint=PATH or set {CHECKPOINT_ENV}; "
-                             "`alignsam weights list` shows the official files")
-        self.checkpoint = Path(checkpoint).expanduser()
-        if not self.checkpoint.is_file():
-            raise FileNotFoundError(f"SAM 2 checkpoint not found: {self.checkpoint}")
+        self.checkpoint = checkpoint_file(
+            checkpoint, CHECKPOINT_ENV, f"backend 'sam2' needs a checkpoint: pass sam_checkpoint=PATH or set "
+            f"{CHECKPOINT_ENV}; `alignsam weights list` shows the official files", "SAM 2")
         if sam2_config is not None and sam2_config not in CONFIGS:
             raise ValueError(f"sam2_config must be one of {list(CONFIGS)}, got {sam2_config!r}")
         self._config = sam2_config
