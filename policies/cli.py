@@ -168,9 +168,6 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
     from alignsam_gym.precompute import encode_dataset, missing_images
 
     kwargs = backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type)
-    backend = shared_backend(args.backend, device=args.device, **kwargs)
-    cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
-    dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
     if args.ray is not None:
         from policies.ray_cache import build_cache_on_ray
 
@@ -184,6 +181,9 @@ def cmd_cache_build(args: argparse.Namespace) -> int:
         print(f"\n{args.task}/{args.split}: {report['images']} images, {report['cached']} already cached, "
               f"{report['encoded']} encoded on Ray in {report['seconds']:.1f} s")
         return 0
+    backend = shared_backend(args.backend, device=args.device, **kwargs)
+    cache = shared_cache(args.cache_dir, disk_dtype=args.dtype)
+    dataset = make_dataset(args.task, args.split, args.num_images, args.data_root)
     todo = missing_images(cache, backend, dataset, args.image_size)
     print(f"{args.task}/{args.split}: {len(dataset)} images, {len(dataset) - len(todo)} already cached in "
           f"{cache.directory}; encoding {len(todo)} with {backend.identity}")

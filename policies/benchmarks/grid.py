@@ -215,8 +215,9 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
             "srm_trained": srm is not None or policy not in HEURISTICS,
             "checkpoints": run_dir.digests() if run_dir else {"model": None, "srm": None},
             "package_version": __version__})
-        if policy == trial.algorithm and run.read_curve():
-            record["curve"] = run.read_curve()  # test mIoU / foreground rate against env steps
+        curve = run.read_curve() if policy == trial.algorithm else []
+        if curve:
+            record["curve"] = curve  # test mIoU / foreground rate against env steps
         records.append(record)
     return records, frames
 

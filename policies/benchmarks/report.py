@@ -201,8 +201,7 @@ def markdown(report: dict[str, Any]) -> str:
     if untrained:
         parts += [f"Policies {untrained} ran with an untrained SRM (no trained algorithm in this grid).", ""]
 
-    main = [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
-            and r["max_prompts"] == main_t]
+    main = _main_records(config, records)
     groups = _group(main, "task", "policy")
     findings = _findings(groups, tasks, policies)
     if findings:
@@ -273,9 +272,8 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     written = []
-    main_source, main_branch, main_t = config["label_sources"][0], config["branches"][0], max(config["max_prompts"])
-    main = [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
-            and r["max_prompts"] == main_t]
+    main_source = config["label_sources"][0]
+    main = _main_records(config, records)
     tasks = list(dict.fromkeys(r["task"] for r in main))
     policies = list(dict.fromkeys(r["policy"] for r in main))
     groups = _group(main, "task", "policy")
@@ -292,11 +290,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
         ax.set_title(f"{task} ({caption})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = plots / f"iou_vs_prompts_{task}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(plt, fig, plots / f"iou_vs_prompts_{task}.png"))
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(tasks)), 3.5))
     width = 0.8 / max(1, len(policies))
     for i, policy in enumerate(policies):
@@ -308,12 +302,8 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     ax.set_ylim(0, 1)
     ax.set_title(f"Foreground rate of chosen points ({caption})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = plots / "foreground_rate.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
-    written += _statistics_plots(plt, config, records, plots, caption)
+    written.append(_save_figure(plt, fig, plots / "foreground_rate.png"))
+    written += _statistics_plots(plt, main, plots, caption)
     for task, by_policy in frames.items():
         rows = []
         for policy, shots in by_policy.items():
@@ -335,11 +325,18 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     return written
 
 
-def _statistics_plots(plt: Any, config: dict[str, Any], records: list[dict[str, Any]], plots: Path,
-                      caption: str) -> list[Path]:
-    """The performance profile (several seeds) and the learning curves (runs trained with ``eval_every``)."""
+def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG, 120 dpi) and close one figure; its path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption: str) -> list[Path]:
+    """The performance profile (several seeds) and the learning curves (runs trained with ``eval_every``) of the
+    main setting's records."""
     written = []
-    main = _main_records(config, records)
     tasks, scores = score_matrices(main, "miou")
     if tasks and len({r["seed"] for r in main}) >= 2:
         taus = np.linspace(0, 1, 101)
@@ -351,11 +348,7 @@ def _statistics_plots(plt: Any, config: dict[str, Any], records: list[dict[str, 
         ax.set_title(f"Performance profile over {len(tasks)} tasks ({caption})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = plots / "performance_profile.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(plt, fig, plots / "performance_profile.png"))
     curves = [r for r in main if r.get("curve")]
     for task in dict.fromkeys(r["task"] for r in curves):
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -378,11 +371,7 @@ def _statistics_plots(plt: Any, config: dict[str, Any], records: list[dict[str, 
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"Learning curves, {task} ({caption})", fontsize=9)
-        fig.tight_layout()
-        path = plots / f"learning_curves_{task}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save_figure(plt, fig, plots / f"learning_curves_{task}.png"))
     return written
 
 
