@@ -40,6 +40,20 @@ def missing_images(cache: EmbeddingCache, backend: PromptableSegmenter, dataset:
     return [i for i in range(len(dataset)) if not cache.contains(backend, prepared_sample(dataset, i, image_size).digest)]
 
 
+def encode_into_cache(cache: EmbeddingCache, backend: PromptableSegmenter, dataset: SegmentationDataset,
+                      indices: list[int], image_size: int = 800) -> list[str]:
+    """Encode images ``indices`` of ``dataset`` (prepared as the env prepares them) with one batched encoder call
+    when the backend has one (``encode_batch``), else one ``encode`` per image, and store every embedding in
+    ``cache``; returns the images' digests. Shared by :func:`encode_dataset` and the Ray Data encoder actors."""
+    prepared = [prepared_sample(dataset, i, image_size) for i in indices]
+    images = [p.image for p in prepared]
+    encode_batch = getattr(backend, "encode_batch", None)
+    embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(i) for i in images]
+    for sample, embedding in zip(prepared, embeddings):
+        cache.put(backend, sample.digest, embedding)
+    return [p.digest for p in prepared]
+
+
 def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset: SegmentationDataset,
                    image_size: int = 800, batch_size: int | None = None,
                    progress: Callable[[int, int, float], None] | None = None,
@@ -56,13 +70,11 @@ def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset:
     batch = int(batch_size or (DEFAULT_GPU_BATCH if device.type == "cuda" else 1))
     if batch < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    encode_batch = getattr(backend, "encode_batch", None)
     start, done = time.perf_counter(), 0
     while done < len(todo):
-        chunk = [prepared_sample(dataset, i, image_size) for i in todo[done:done + batch]]
-        images = [prepared.image for prepared in chunk]
+        chunk = todo[done:done + batch]
         try:
-            embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [backend.encode(images[0])]
+            encode_into_cache(cache, backend, dataset, chunk, image_size)
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
@@ -70,8 +82,6 @@ def encode_dataset(cache: EmbeddingCache, backend: PromptableSegmenter, dataset:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
             continue
-        for prepared, embedding in zip(chunk, embeddings):
-            cache.put(backend, prepared.digest, embedding)
         done += len(chunk)
         if progress is not None:
             progress(done, len(todo), time.perf_counter() - start)

@@ -17,9 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from alignsam_gym.backends import shared_backend, shared_cache
-from alignsam_gym.data.prepare import prepared_sample
 from alignsam_gym.data.tasks import make_dataset
-from alignsam_gym.precompute import missing_images
+from alignsam_gym.precompute import encode_into_cache, missing_images
 from policies.ray_cluster import check_shared_paths, connect, require_ray
 
 
@@ -40,13 +39,9 @@ class CacheEncoder:
         self.image_size = image_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        prepared = [prepared_sample(self.dataset, int(i), self.image_size) for i in batch["index"]]
-        images = [p.image for p in prepared]
-        encode_batch = getattr(self.backend, "encode_batch", None)
-        embeddings = encode_batch(images) if encode_batch and len(images) > 1 else [self.backend.encode(i) for i in images]
-        for sample, embedding in zip(prepared, embeddings):
-            self.cache.put(self.backend, sample.digest, embedding)
-        return {"index": np.asarray(batch["index"]), "digest": np.array([p.digest for p in prepared])}
+        indices = [int(i) for i in batch["index"]]
+        digests = encode_into_cache(self.cache, self.backend, self.dataset, indices, self.image_size)
+        return {"index": np.asarray(batch["index"]), "digest": np.array(digests)}
 
 
 def build_cache_on_ray(task: str, split: str, num_images: int, data_root: str | None, backend: str,

@@ -209,3 +209,20 @@ def test_the_gpu_check_runs_without_a_gpu_and_says_so(tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "g.json").read_text())
     assert result["gpu"] is False and "no CUDA device" in result["note"]
+
+
+def test_batches_of_a_backend_without_encode_batch_cache_every_image(tmp_path):
+    """The lite backend has no batched encoder: a batch of 3 is three encodes, and all three are cached
+    (before the shared encode_into_cache, only each batch's first image was)."""
+    from alignsam_gym.backends.embedding_cache import EmbeddingCache
+    from alignsam_gym.backends.lite import LiteBackend
+    from alignsam_gym.data.tasks import make_dataset
+    from alignsam_gym.precompute import encode_dataset, missing_images
+
+    backend = LiteBackend(device="cpu")
+    dataset = make_dataset("synthetic-shapes", "test", 5)
+    cache = EmbeddingCache(directory=tmp_path)
+    report = encode_dataset(cache, backend, dataset, image_size=128, batch_size=3)
+    assert (report.encoded, report.batch_size) == (5, 3)
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 5
+    assert missing_images(EmbeddingCache(directory=tmp_path), backend, dataset, 128) == []
