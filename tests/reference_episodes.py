@@ -5,7 +5,8 @@
 ``step``, ``AlignSAMVectorEnv``) and writes ``tests/data/reference_episodes.json``;
 ``tests/test_reference_episodes.py`` plays them again and compares step by step. Observations are
 kept as fingerprints (shape, dtype, sum, absolute sum and 16 values at fixed positions), since whole
-observations would take megabytes.
+observations would take megabytes. The ``lite`` backend plays with ``decoder="v1"``, the decoder those
+episodes were recorded with (``v2``, the default since, is a different segmenter).
 """
 
 from __future__ import annotations
@@ -61,8 +62,14 @@ def _info(info: dict[str, Any]) -> dict[str, Any]:
     return {k: (bool(v) if isinstance(v, (bool, np.bool_)) else (float(v) if k == "iou" else v)) for k, v in out.items()}
 
 
+#: the env kwargs that select the embedded decoder the references were recorded with
+LITE_V1 = {"backend_kwargs": {"decoder": "v1"}}
+
+
 def resolve(kwargs: dict[str, Any], clip_checkpoint: str | None, sam_checkpoint: str | None) -> dict[str, Any]:
     kwargs = dict(kwargs)
+    if kwargs.get("backend", "lite") == "lite":
+        kwargs.update(LITE_V1)
     if kwargs.get("clip_checkpoint") == "<tiny>":
         kwargs["clip_checkpoint"], kwargs["clip_model"] = clip_checkpoint, "alignsam-test-tiny-clip"
     if kwargs.get("sam_checkpoint") == "<tiny>":
@@ -92,7 +99,8 @@ def play(kwargs: dict[str, Any]) -> list[dict[str, Any]]:
 
 def play_vector(kwargs: dict[str, Any], num_envs: int = 3, steps: int = 20) -> list[dict[str, Any]]:
     """``steps`` steps of ``AlignSAMVectorEnv`` (NEXT_STEP autoreset) from seed SEED."""
-    envs = gym.make_vec("AlignSAM-v0", num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    envs = gym.make_vec("AlignSAM-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+                        **resolve(kwargs, None, None))
     rng = np.random.default_rng(SEED)
     obs, info = envs.reset(seed=SEED)
     out = [{"obs": [fingerprint(o) for o in obs], "iou": np.asarray(info["iou"], float).tolist()}]

@@ -6,10 +6,11 @@ the embedding is its stride-32 map (320 channels) concatenated with its stride-1
 channels) average-pooled to the same grid: ``(432, encoder_size/32, encoder_size/32)``, by default
 ``(432, 20, 20)``, so each cell of the 10x10 action grid covers 2x2 embedding cells.
 
-Decoder: a random walker on a superpixel graph built from colour, image gradients and the stride-8
-and stride-16 CNN features (:mod:`alignsam_gym.backends.superpixel_graph`). It needs no training
-data. Masks come at the decoder's working resolution (longest side ``work_size``, 256 by default),
-like SAM's 256x256 low-resolution logits.
+Decoder: a random walker on superpixel graphs built from colour, image gradients and the stride-8
+and stride-16 CNN features, then a colour guided filter (:mod:`alignsam_gym.backends.superpixel_graph`).
+It needs no training data. Masks come at the decoder's working resolution (longest side ``work_size``,
+256 by default), like SAM's 256x256 low-resolution logits. ``decoder="v1"`` selects the decoder of
+package version 0.1 (one scale, no pixel-level step), so results recorded with it can be reproduced.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ import torch.nn.functional as F
 
 from alignsam_gym.backends import efficientnet_lite
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
-from alignsam_gym.backends.superpixel_graph import GraphParams, build_graph, random_walker
+from alignsam_gym.backends.superpixel_graph import (GraphParams, GraphParamsV1, build_graph, build_graphs,
+                                                    random_walker, refined_random_walker)
 from alignsam_gym.devices import DeviceSpec, device_tag
 from alignsam_gym.shared import SharedInstances
 
 #: probabilities are clipped to [EPS, 1 - EPS] before the logit, so logits stay finite (|logit| < 9.3)
 EPS = 1e-4
 _networks: SharedInstances[torch.nn.Module] = SharedInstances()
+#: decoder version -> its parameter class
+DECODERS = {"v1": GraphParamsV1, "v2": GraphParams}
 
 
 class LiteBackend(PromptableSegmenter):
@@ -37,13 +41,15 @@ class LiteBackend(PromptableSegmenter):
     :param encoder_size: side of the square encoder input in pixels; a multiple of 32.
     :param work_size: longest side, in pixels, of the decoder's working resolution (the mask size).
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    :param graph: graph and decoding parameters.
+    :param decoder: ``"v2"`` (default) or ``"v1"`` (the decoder of package version 0.1).
+    :param graph: graph and decoding parameters, of the decoder's class (:class:`GraphParams` for
+        ``"v2"``, :class:`GraphParamsV1` for ``"v1"``); that class's defaults when omitted.
     """
 
     name = "lite"
 
     def __init__(self, encoder_size: int = 640, work_size: int = 256, device: str = "auto",
-                 graph: GraphParams | None = None) -> None:
+                 decoder: str = "v2", graph: GraphParams | GraphParamsV1 | None = None) -> None:
         if encoder_size <= 0 or encoder_size % 32:
             raise ValueError(f"encoder_size must be a positive multiple of 32, got {encoder_size}")
         if work_size < 32:
@@ -51,7 +57,13 @@ class LiteBackend(PromptableSegmenter):
         self.encoder_size = int(encoder_size)
         self.work_size = int(work_size)
         self.device_spec = DeviceSpec(device)
-        self.graph_params = graph or GraphParams()
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        if graph is not None and not isinstance(graph, DECODERS[decoder]):
+            raise ValueError(f"decoder {decoder!r} takes graph={DECODERS[decoder].__name__}(...), "
+                             f"got {type(graph).__name__}")
+        self.decoder = decoder
+        self.graph_params = graph or DECODERS[decoder]()
 
     @property
     def device(self) -> torch.device:
@@ -61,9 +73,14 @@ class LiteBackend(PromptableSegmenter):
     @property
     def identity(self) -> str:
         p = self.graph_params
-        return (f"lite-v1/tf_efficientnet_lite0-{efficientnet_lite.weights_digest()[:16]}/enc{self.encoder_size}"
-                f"/work{self.work_size}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
-                f"-b{p.boundary_scale}{device_tag(self.device)}")
+        head = f"tf_efficientnet_lite0-{efficientnet_lite.weights_digest()[:16]}/enc{self.encoder_size}/work{self.work_size}"
+        if isinstance(p, GraphParamsV1):
+            return (f"lite-v1/{head}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
+                    f"-b{p.boundary_scale}{device_tag(self.device)}")
+        scales = "+".join(str(int(n)) for n in p.n_segments)
+        return (f"lite-v2/{head}/slic{scales}-{p.compactness}/w{p.color_weight}-{p.boundary_weight}-{p.feature_weight}"
+                f"/s{p.seed_weight}-mu{p.border_prior}-{p.min_prior}/x{p.exponent}-{p.exponent_no_background}/gf{p.refine_radius}-{p.refine_eps}"
+                f"-{p.refine_subsample}{device_tag(self.device)}")
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:
@@ -100,16 +117,20 @@ class LiteBackend(PromptableSegmenter):
         work_image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_AREA)
         dense = [F.interpolate(f, size=(mh, mw), mode="bilinear", align_corners=False)[0].float().cpu().numpy()
                  for f in (stride8, stride16)]
-        graph = build_graph(work_image, dense, self.graph_params)
+        params = self.graph_params
+        state = (build_graph(work_image, dense, params) if isinstance(params, GraphParamsV1)
+                 else build_graphs(work_image, dense, params))
         return ImageEmbedding(features=features.float().cpu().numpy().astype(np.float32), image_shape=(h, w),
-                              mask_shape=(mh, mw), decoder_state=graph)
+                              mask_shape=(mh, mw), decoder_state=state)
 
     def decode(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
         pts, lab = check_prompts(embedding, points, labels)
         h, w = embedding.image_shape
         mh, mw = embedding.mask_shape
         work_pts = pts * np.array([mw / w, mh / h])
-        prob = random_walker(embedding.decoder_state, work_pts, lab, self.graph_params)
-        prob = np.clip(prob, EPS, 1.0 - EPS)
-        node_logits = np.log(prob / (1.0 - prob)).astype(np.float32)
-        return node_logits[embedding.decoder_state["segments"]]
+        params, state = self.graph_params, embedding.decoder_state
+        if isinstance(params, GraphParamsV1):
+            prob = np.clip(random_walker(state, work_pts, lab, params.seed_weight), EPS, 1.0 - EPS)
+            return np.log(prob / (1.0 - prob)).astype(np.float32)[state["segments"]]
+        prob = np.clip(refined_random_walker(state, work_pts, lab, params), EPS, 1.0 - EPS)
+        return np.log(prob / (1.0 - prob)).astype(np.float32)
