@@ -97,7 +97,7 @@ def cmd_bench_decoder(args: argparse.Namespace) -> int:
 
     dataset = make_dataset(args.task, split="all", data_root=args.data_root) if args.task.startswith("ccp-") \
         else make_dataset(args.task, split="test", data_root=args.data_root)
-    backend = make_backend(args.backend, device="cpu")
+    backend = make_backend(args.backend, device="cpu", **_lite_decoder_kwargs(args))
     result = run_decoder_benchmark(backend, dataset, size=args.size, num_clicks=args.clicks, limit=args.limit,
                                    baseline=not args.no_baseline, speed_images=args.speed_images)
     curve = result["backend_result"]["miou_per_click"]
@@ -119,7 +119,8 @@ def cmd_bench_clicks(args: argparse.Namespace) -> int:
 
     dataset = make_dataset(args.dataset, split="all", data_root=args.data_root)
     backend = make_backend(args.backend, device=args.device,
-                           **backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type))
+                           **backend_arguments(args.backend, args.sam_checkpoint, args.sam_model_type,
+                                               _lite_decoder_kwargs(args)))
     result = run_clicks_benchmark(backend, dataset, max_clicks=args.max_clicks, limit=args.limit,
                                   baseline=not args.no_baseline, progress=not args.quiet)
     rows = [(args.backend, result)] + ([("grabcut", result["grabcut"])] if "grabcut" in result else [])
@@ -356,6 +357,20 @@ def _add_demo(sub: Subcommands) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def _add_lite_decoder(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lite-decoder", default=None, choices=["v1", "v2"],
+                        help="the embedded backend's decoder version (default v2; v1 reproduces package 0.1)")
+
+
+def _lite_decoder_kwargs(args: argparse.Namespace) -> dict[str, str]:
+    """``{"decoder": ...}`` when ``--lite-decoder`` was given (an error for another backend)."""
+    if args.lite_decoder is None:
+        return {}
+    if args.backend != "lite":
+        raise SystemExit(f"--lite-decoder applies to --backend lite, not {args.backend!r}")
+    return {"decoder": args.lite_decoder}
+
+
 def _add_benches(sub: Subcommands) -> None:
     """``alignsam bench decoder|episode|soak|env``."""
     bench = sub.add_parser("bench", help="benchmarks that print and write JSON")
@@ -364,6 +379,7 @@ def _add_benches(sub: Subcommands) -> None:
     dec.add_argument("--task", default="ccp-person")
     dec.add_argument("--data-root", default=None, help="dataset folder (CCP: the folder with images/, labels/)")
     dec.add_argument("--backend", default="lite")
+    _add_lite_decoder(dec)
     dec.add_argument("--size", type=int, default=256, help="longest image side for the quality run, pixels")
     dec.add_argument("--clicks", type=int, default=10)
     dec.add_argument("--limit", type=int, default=None, help="use only the first N images")
@@ -375,6 +391,7 @@ def _add_benches(sub: Subcommands) -> None:
     clk.add_argument("--dataset", required=True, help="grabcut, berkeley, davis, coco-mval, sbd (or any file task)")
     clk.add_argument("--data-root", required=True, help="the dataset's folder, in its distributed layout")
     clk.add_argument("--backend", default="lite")
+    _add_lite_decoder(clk)
     clk.add_argument("--sam-checkpoint", default=None)
     clk.add_argument("--sam-model-type", default=None)
     clk.add_argument("--device", default="cpu")

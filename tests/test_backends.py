@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from alignsam_gym.backends import (
 )
 from alignsam_gym.backends import efficientnet_lite
 from alignsam_gym.backends.lite import LiteBackend
+from alignsam_gym.backends.superpixel_graph import GRAPH_KEYS, GraphParams, GraphParamsV1
 from alignsam_gym.metrics import iou
 
 
@@ -123,12 +125,75 @@ def test_identity_tracks_configuration():
     assert efficientnet_lite.weights_digest()[:16] in base.identity
 
 
+def test_decoder_versions_have_their_own_identity_and_parameters():
+    """v1 keeps the identity it had (embedding caches written by it stay valid); v2 names every parameter."""
+    v1, v2 = LiteBackend(decoder="v1", device="cpu"), LiteBackend(device="cpu")
+    assert v1.decoder == "v1" and isinstance(v1.graph_params, GraphParamsV1)
+    assert v2.decoder == "v2" and isinstance(v2.graph_params, GraphParams)
+    assert v1.identity.startswith("lite-v1/") and "/slic800-10.0/c60.0-f0.15-b10.0" in v1.identity
+    assert v2.identity.startswith("lite-v2/") and "/slic800+1500-10.0/" in v2.identity
+    assert v2.identity != LiteBackend(graph=GraphParams(refine_radius=0), device="cpu").identity
+    assert v2.identity != LiteBackend(graph=GraphParams(exponent=1.0), device="cpu").identity
+
+
+def test_v1_state_and_v2_state():
+    image, _ = two_region_image()
+    v1 = LiteBackend(decoder="v1", device="cpu").encode(image).decoder_state
+    v2 = LiteBackend(device="cpu").encode(image).decoder_state
+    assert sorted(v1) == sorted(GRAPH_KEYS)
+    assert sorted(v2) == sorted(["guide"] + [f"{key}_{k}" for k in (0, 1) for key in GRAPH_KEYS])
+    assert v2["guide"].shape == (154, 256, 3) and v2["guide"].dtype == np.uint8
+    assert v2["segments_1"].max() > v2["segments_0"].max()  # the finer scale has more superpixels
+
+
+@pytest.mark.parametrize("decoder", ["v1", "v2"])
+def test_both_decoders_segment_the_clicked_disc(decoder):
+    image, disc = two_region_image()
+    backend = LiteBackend(decoder=decoder, device="cpu")
+    embedding = backend.encode(image)
+    h, w = embedding.mask_shape
+    truth = cv2.resize(disc.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    logits = backend.decode(embedding, np.array([[60.0, 54.0], [150.0, 100.0]]), np.array([1, 0]))
+    assert iou(logits > 0, truth) > 0.9
+
+
+def test_v2_refinement_puts_edges_on_the_image_edges():
+    """A disc whose outline cuts through superpixels: the guided filter's pixel-level edges beat the
+    superpixel-constant mask of the same decoder without it."""
+    rng = np.random.default_rng(0)
+    image = np.full((120, 200, 3), 90, np.uint8) + rng.integers(0, 20, (120, 200, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:120, 0:200]
+    disc = (yy - 60) ** 2 + (xx - 80) ** 2 < 37**2
+    image[disc] = (200, 60, 50)
+    points, labels = np.array([[80.0, 60.0], [180.0, 110.0]]), np.array([1, 0])
+    ious = {}
+    for radius in (0, 4):
+        backend = LiteBackend(graph=GraphParams(n_segments=(60,), refine_radius=radius), device="cpu")
+        embedding = backend.encode(image)
+        logits = backend.decode(embedding, points, labels)
+        full = cv2.resize(logits, (200, 120), interpolation=cv2.INTER_LINEAR) > 0
+        ious[radius] = iou(full, disc)
+    assert ious[4] > 0.97 and ious[4] > ious[0]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"encoder_size": 100}, "multiple of 32"), ({"work_size": 8}, "at least 32"),
+    ({"decoder": "v3"}, r"decoder must be one of \['v1', 'v2'\], got 'v3'"),
+    ({"decoder": "v1", "graph": GraphParams()}, r"decoder 'v1' takes graph=GraphParamsV1\(...\), got GraphParams"),
 ])
 def test_lite_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LiteBackend(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_segments": ()}, "n_segments must list"), ({"n_segments": (800, 1)}, "n_segments must list"),
+    ({"exponent": 0.0}, "exponents must be positive"), ({"refine_radius": -1}, "refine_radius must be >= 0"),
+    ({"refine_eps": 0.0}, "refine_eps > 0"),
+])
+def test_graph_params_reject_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GraphParams(**kwargs)
 
 
 class CountingBackend(LiteBackend):

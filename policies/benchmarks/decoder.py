@@ -3,7 +3,8 @@
 Quality: every image of a dataset resized to ``size`` pixels on its longest side, the oracle-click
 protocol (:mod:`policies.benchmarks.oracle_clicks`), IoU after each click at that resolution. The same
 clicks protocol runs on OpenCV GrabCut in the same run, as the baseline. Speed: decode time per
-click for images resized to ``speed_size`` squared (800, the env's default), torch on one thread.
+click for images resized to ``speed_size`` squared (800, the env's default), torch and OpenCV on one
+thread (one core).
 """
 
 from __future__ import annotations
@@ -73,8 +74,9 @@ def run_decoder_benchmark(backend: PromptableSegmenter, dataset: SegmentationDat
                           num_clicks: int = 10, limit: int | None = None, baseline: bool = True,
                           speed_size: int = 800, speed_images: int = 20, progress: bool = True) -> dict[str, Any]:
     """Run the benchmark; returns a JSON-ready dict (see the module docstring)."""
-    threads = torch.get_num_threads()
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     try:
         count = len(dataset) if limit is None else min(limit, len(dataset))
         ours, grabcut, encode_s, grabcut_s = [], [], [], []
@@ -104,6 +106,7 @@ def run_decoder_benchmark(backend: PromptableSegmenter, dataset: SegmentationDat
             run_clicks(backend_segmenter(backend, image, decode_s), truth, num_clicks)
     finally:
         torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
 
     result: dict[str, Any] = {
         "benchmark": "decoder-oracle-clicks",
@@ -112,7 +115,7 @@ def run_decoder_benchmark(backend: PromptableSegmenter, dataset: SegmentationDat
         "size": size,
         "num_clicks": num_clicks,
         "backend_result": _summary(ours) | {"encode_s_median": round(float(np.median(encode_s)), 4)},
-        "decode_speed": {"image_size": speed_size, "decodes": len(decode_s), "torch_threads": 1,
+        "decode_speed": {"image_size": speed_size, "decodes": len(decode_s), "torch_threads": 1, "opencv_threads": 1,
                          "ms_median": round(1000 * float(np.median(decode_s)), 3),
                          "ms_p95": round(1000 * float(np.percentile(decode_s, 95)), 3)},
         "machine": machine(), "command": command_line(),
