@@ -16,10 +16,11 @@ Two versions, both kept so that results recorded with either can be reproduced:
 - ``v2`` (the default, :class:`GraphParams`): every energy term is divided by its mean over the image's
   edges, so each cue weighs the same on every image (v1's absolute scales left many images with edge
   weights below 1e-13, where one click grows one superpixel, or with an image-wide leak); an edge's
-  weight grows with the length of the shared boundary; the random walker runs on two superpixel
-  scales (800 and 1,500) and averages them; a colour guided filter
-  (:mod:`alignsam_gym.backends.guided_filter`), after a calibrating exponent, then moves the mask's edges from superpixel boundaries
-  to the image's edges at the working resolution.
+  weight grows with the length of the shared boundary; the background prior grows with the number of
+  foreground prompts; the random walker runs on two superpixel scales (800 and 1,500) and averages
+  them; after a calibrating exponent on the first click, a colour guided filter
+  (:mod:`alignsam_gym.backends.guided_filter`) moves the mask's edges from superpixel boundaries to
+  the image's edges at the working resolution.
 - ``v1`` (:class:`GraphParamsV1`): one scale, absolute energy scales, no pixel-level step.
 
 The standard click protocol (``alignsam bench clicks``, GrabCut, 20 clicks) measures v1 at NoC@90 8.68
@@ -57,14 +58,19 @@ class GraphParams:
     :param feature_weight: weight of each CNN map's squared feature difference (L2-normalised features),
         over its image mean.
     :param seed_weight: ``lambda``, the pull of a prompt on its superpixel.
-    :param border_prior: ``mu`` on superpixels touching the image border (weak background prior).
+    :param border_prior: ``mu`` on superpixels touching the image border (weak background prior), per
+        foreground prompt: the priors (``min_prior`` too) are multiplied by the number of foreground
+        prompts, so that the pull towards background keeps up with the pull towards foreground (with a
+        fixed prior, a dozen foreground prompts on an object with weak edges flood the background: an
+        agent that prompts only foreground, as the +-1 reward teaches, got worse masks than random
+        prompts).
     :param min_prior: ``mu`` everywhere else; keeps the system non-singular.
     :param exponent: the averaged probability is raised to this power before the pixel-level step when
-        the prompts include a background point. Below 1 it lifts the mid-range: across each weak edge
-        inside an object the random walker's probability falls by a factor, so on a textured object
-        the 0.5 level lies well inside the object's outline.
-    :param exponent_no_background: the same while every prompt is foreground (the first click: only the
-        weak border prior stands for the background, so the probability decays the most).
+        the prompts include a background point (1: not at all).
+    :param exponent_no_background: the same while every prompt is foreground (the first click). Below 1
+        it lifts the mid-range: across each weak edge inside an object the random walker's probability
+        falls by a factor, and with only the weak border prior standing for the background, the 0.5
+        level of a textured object lies well inside its outline.
     :param refine_radius: guided-filter window radius in pixels of the working resolution; 0 turns the
         pixel-level step off.
     :param refine_eps: guided-filter ridge, in squared [0, 1] colour units.
@@ -79,7 +85,7 @@ class GraphParams:
     seed_weight: float = 100.0
     border_prior: float = 1e-3
     min_prior: float = 1e-12
-    exponent: float = 0.7
+    exponent: float = 1.0
     exponent_no_background: float = 0.5
     refine_radius: int = 4
     refine_eps: float = 0.01
@@ -263,16 +269,20 @@ def refined_random_walker(state: dict[str, np.ndarray], points_xy: np.ndarray, l
     :param points_xy: ``(N, 2)`` prompt coordinates ``(x, y)`` in pixels of the working resolution.
     :param labels: ``(N,)`` 1 = foreground, 0 = background.
     :return: ``(h, w) float32`` probabilities in [0, 1]: the mean over the scales of the random walker's
-        superpixel probabilities, raised to the exponent, then (``refine_radius > 0``) guided by the
-        image's colours.
+        superpixel probabilities (priors times the number of foreground prompts), raised to the exponent,
+        then (``refine_radius > 0``) guided by the image's colours.
     """
+    labels = np.asarray(labels)
+    foreground = int((labels == 1).sum())
     prob = None
     for k in range(len(params.n_segments)):
         graph = {key: state[f"{key}_{k}"] for key in GRAPH_KEYS}
+        if foreground > 1:
+            graph["prior"] = graph["prior"] * foreground
         level = random_walker(graph, points_xy, labels, params.seed_weight)[graph["segments"]]
         prob = level if prob is None else prob + level
     prob = (prob / len(params.n_segments)).astype(np.float32)
-    exponent = params.exponent if (np.asarray(labels) == 0).any() else params.exponent_no_background
+    exponent = params.exponent if (labels == 0).any() else params.exponent_no_background
     if exponent != 1.0:
         prob = prob ** np.float32(exponent)
     if params.refine_radius:
