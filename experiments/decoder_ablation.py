@@ -31,7 +31,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "v2 (default)": {},
     "v2 without the guided filter": {"graph": GraphParams(refine_radius=0)},
     "v2 with one scale (800)": {"graph": GraphParams(n_segments=(800,))},
-    "v2 without the calibrating exponent": {"graph": GraphParams(exponent=1.0, exponent_no_background=1.0)},
+    "v2 without the first click's exponent": {"graph": GraphParams(exponent_no_background=1.0)},
+    "v2 with a fixed border prior": {"graph": GraphParams(prior_per_foreground=False)},
     "v2 with v1's border prior (0.01)": {"graph": GraphParams(border_prior=0.01)},
 }
 

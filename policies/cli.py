@@ -296,7 +296,8 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from policies.benchmarks.quickstart import REPORT_NAME, run_quickstart
 
     report = run_quickstart(args.out, tasks=args.tasks, seeds=args.seeds, timesteps=args.timesteps,
-                            episodes=args.episodes, num_images=args.num_images, test_images=args.test_images)
+                            episodes=args.episodes, num_images=args.num_images, test_images=args.test_images,
+                            lite_decoder=args.lite_decoder)
     out = Path(args.out)
     print()
     print((out / f"{REPORT_NAME}.md").read_text())
@@ -543,6 +544,8 @@ def _add_grids(sub: Subcommands) -> None:
     qs.add_argument("--episodes", type=int, default=None)
     qs.add_argument("--num-images", type=int, default=None, help="training images per task")
     qs.add_argument("--test-images", type=int, default=None, help="test images per task")
+    qs.add_argument("--lite-decoder", default=None, choices=["v1", "v2"],
+                    help="the embedded decoder (default here v1, the quickstart's measured setting; see the README)")
     qs.set_defaults(func=cmd_quickstart)
 
     bm = sub.add_parser("benchmark", help="policies x tasks x settings x seeds with the paper's metrics, tables, plots")

@@ -78,9 +78,10 @@ class LiteBackend(PromptableSegmenter):
             return (f"lite-v1/{head}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
                     f"-b{p.boundary_scale}{device_tag(self.device)}")
         scales = "+".join(str(int(n)) for n in p.n_segments)
+        prior = f"mu{p.border_prior}{'' if p.prior_per_foreground else 'fixed'}-{p.min_prior}"
         return (f"lite-v2/{head}/slic{scales}-{p.compactness}/w{p.color_weight}-{p.boundary_weight}-{p.feature_weight}"
-                f"/s{p.seed_weight}-mu{p.border_prior}-{p.min_prior}/x{p.exponent}-{p.exponent_no_background}/gf{p.refine_radius}-{p.refine_eps}"
-                f"-{p.refine_subsample}{device_tag(self.device)}")
+                f"/s{p.seed_weight}-{prior}/x{p.exponent}-{p.exponent_no_background}"
+                f"/gf{p.refine_radius}-{p.refine_eps}-{p.refine_subsample}{device_tag(self.device)}")
 
     @property
     def feature_shape(self) -> tuple[int, int, int]:

@@ -59,7 +59,8 @@ class GraphParams:
         over its image mean.
     :param seed_weight: ``lambda``, the pull of a prompt on its superpixel.
     :param border_prior: ``mu`` on superpixels touching the image border (weak background prior), per
-        foreground prompt: the priors (``min_prior`` too) are multiplied by the number of foreground
+        foreground prompt (see ``prior_per_foreground``).
+    :param prior_per_foreground: multiply the priors (``min_prior`` too) by the number of foreground
         prompts, so that the pull towards background keeps up with the pull towards foreground (with a
         fixed prior, a dozen foreground prompts on an object with weak edges flood the background: an
         agent that prompts only foreground, as the +-1 reward teaches, got worse masks than random
@@ -84,6 +85,7 @@ class GraphParams:
     feature_weight: float = 2.0
     seed_weight: float = 100.0
     border_prior: float = 1e-3
+    prior_per_foreground: bool = True
     min_prior: float = 1e-12
     exponent: float = 1.0
     exponent_no_background: float = 0.5
@@ -277,7 +279,7 @@ def refined_random_walker(state: dict[str, np.ndarray], points_xy: np.ndarray, l
     prob = None
     for k in range(len(params.n_segments)):
         graph = {key: state[f"{key}_{k}"] for key in GRAPH_KEYS}
-        if foreground > 1:
+        if params.prior_per_foreground and foreground > 1:
             graph["prior"] = graph["prior"] * foreground
         level = random_walker(graph, points_xy, labels, params.seed_weight)[graph["segments"]]
         prob = level if prob is None else prob + level
