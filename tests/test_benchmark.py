@@ -54,6 +54,29 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     assert yaml.safe_load((out / "config.yaml").read_text())["episodes"] == 2  # the record of the run stays
 
 
+def test_a_benchmark_is_not_resumed_with_another_backend(tmp_path, capsys):
+    """Records computed with one decoder are never mixed with another's: a results file records the backend
+    identity; one from before identities were recorded (``lite`` then meant decoder v1) resumes only with v1."""
+    heuristics = {**TINY, "policies": ["random"], "label_sources": ["srm"], "max_prompts": [2], "episodes": 1,
+                  "test_images": 1}
+    config, out = tmp_path / "tiny.yaml", tmp_path / "out"
+    config.write_text(yaml.safe_dump(heuristics))
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["backend_identity"].startswith("lite-v2/")
+    legacy = {"config": report["config"], "results": []}  # a file written before identities were recorded
+    (out / "results.json").write_text(json.dumps(legacy))
+    capsys.readouterr()
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 2
+    assert "was computed with backend lite-v1/" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text()) == legacy  # untouched
+    pinned = {**heuristics, "backend_kwargs": {"decoder": "v1"}}
+    config.write_text(yaml.safe_dump(pinned))
+    (out / "results.json").write_text(json.dumps({**legacy, "config": {**legacy["config"], **pinned}}))
+    assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "results.json").read_text())["backend_identity"].startswith("lite-v1/")
+
+
 def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({**TINY, "policies": ["random", "telepathy"]}))

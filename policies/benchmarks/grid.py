@@ -49,6 +49,7 @@ import numpy as np
 
 from alignsam_gym import __version__
 from alignsam_gym.atomic import write_json, write_yaml
+from alignsam_gym.backends import make_backend
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
 from policies.benchmarks.machine import command_line, machine
@@ -233,6 +234,25 @@ def _scheduling_free(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "resources"}
 
 
+def backend_identity(config: dict[str, Any]) -> str | None:
+    """The identity of the config's backend on the CPU (what its records were computed with), or None when
+    the backend cannot be built here (for example a checkpoint only the workers have)."""
+    try:
+        return make_backend(config["backend"], device="cpu", **config["backend_kwargs"]).identity
+    except (ValueError, OSError):
+        return None
+
+
+def _recorded_identity(previous: dict[str, Any]) -> str | None:
+    """The backend identity a results file was written with. Files from before it was recorded: ``lite``
+    then had one decoder, v1 (its identity is known); for other backends it is unknown (None)."""
+    if "backend_identity" in previous:
+        return previous["backend_identity"]
+    if (previous.get("config") or {}).get("backend") == "lite":
+        return backend_identity({"backend": "lite", "backend_kwargs": {"decoder": "v1"}})
+    return None
+
+
 def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True,
                   report_name: str = "results", ray_address: str | None = None) -> dict[str, Any]:
     """Run the grid of ``config`` into ``out`` (resuming what ``out/<report_name>.json`` already holds);
@@ -242,6 +262,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         a local Ray instance, ``"auto"`` or ``"ray://host:10001"`` joins a cluster. None: one after another here.
     """
     config = resolve_benchmark_config(config)
+    identity = backend_identity(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / f"{report_name}.json"
@@ -254,6 +275,11 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         if _scheduling_free(previous.get("config") or {}) != _scheduling_free(config):
             raise ValueError(f"{results_file} holds a benchmark of another config; choose another --out (or "
                              "restore that config) so its records are not mixed with new ones")
+        recorded = _recorded_identity(previous)
+        if recorded is not None and identity is not None and recorded != identity:
+            raise ValueError(f"{results_file} was computed with backend {recorded}, this config now builds {identity} "
+                             "(a new default decoder?); choose another --out, or pin the recorded one in "
+                             "backend_kwargs (lite: {decoder: v1}), so its records are not mixed with new ones")
         records = previous.get("results", [])
     write_yaml(out / "config.yaml", config)  # after the check: never overwritten
     order = _report_order(config)
@@ -269,7 +295,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         done.update(_record_key(r) for r in fresh)
         records.sort(key=lambda r: order.get(_record_key(r), len(order)))
         frames.setdefault(trial.task, {}).update(shots)
-        write_json(results_file, {"config": config, "results": records})
+        write_json(results_file, {"config": config, "backend_identity": identity, "results": records})
         if progress:
             for record in fresh:
                 print(f"[{len(done)}/{len(order)}] {record['task']} seed {record['seed']} {record['policy']} "
@@ -284,7 +310,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         from policies.benchmarks.ray_grid import run_trials_on_ray
 
         run_trials_on_ray(run_trial, config, todo, out, frozenset(done), finished, ray_address, progress)
-    report = {"config": config, "results": records, "summary": summarize(records),
+    report = {"config": config, "backend_identity": identity, "results": records, "summary": summarize(records),
               "statistics": benchmark_statistics(config, records),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "machine": machine()}
