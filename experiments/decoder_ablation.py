@@ -52,7 +52,8 @@ def main() -> int:
         backend = LiteBackend(device="cpu", **kwargs)
         result = run_clicks_benchmark(backend, dataset, limit=args.limit, baseline=False, progress=False)
         row = {"name": name, "backend_identity": backend.identity,
-               **{k: result[k] for k in ("images", "noc85", "noc90", "nof85", "nof90", "miou_at", "seconds_per_click")}}
+               **{k: result[k] for k in ("images", "noc85", "noc90", "nof85", "nof90", "miou_at",
+                                         "seconds_per_click")}}
         rows.append(row)
         at = row["miou_at"]
         print(f"{name:40s} NoC@85 {row['noc85']:5.2f} NoC@90 {row['noc90']:5.2f} NoF@90 {row['nof90']:3d} "
@@ -60,7 +61,8 @@ def main() -> int:
               flush=True)
     write_json(args.json, {"benchmark": "decoder-ablation", "dataset": args.dataset, "limit": args.limit,
                            "max_clicks": 20, "configs": rows, "wall_s": round(time.perf_counter() - start, 1),
-                           "machine": machine(), "command": " ".join(["python", *sys.argv]), "package_version": __version__})
+                           "machine": machine(), "command": " ".join(["python", *sys.argv]),
+                           "package_version": __version__})
     print(f"wrote {args.json}")
     return 0
 

@@ -65,7 +65,8 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, s
     if guide.ndim != 3 or guide.shape[2] != 3 or src.shape != guide.shape[:2]:
         raise ValueError(f"guided_filter needs guide (h, w, 3) and src (h, w), got {guide.shape} and {src.shape}")
     if radius < 1 or eps <= 0 or subsample < 1:
-        raise ValueError(f"guided_filter needs radius >= 1, eps > 0 and subsample >= 1, got {radius}, {eps}, {subsample}")
+        raise ValueError(f"guided_filter needs radius >= 1, eps > 0 and subsample >= 1, "
+                         f"got {radius}, {eps}, {subsample}")
     guide = guide.astype(np.float32, copy=False)
     src = src.astype(np.float32, copy=False)
     h, w = src.shape

@@ -73,7 +73,8 @@ class LiteBackend(PromptableSegmenter):
     @property
     def identity(self) -> str:
         p = self.graph_params
-        head = f"tf_efficientnet_lite0-{efficientnet_lite.weights_digest()[:16]}/enc{self.encoder_size}/work{self.work_size}"
+        head = (f"tf_efficientnet_lite0-{efficientnet_lite.weights_digest()[:16]}/enc{self.encoder_size}"
+                f"/work{self.work_size}")
         if isinstance(p, GraphParamsV1):
             return (f"lite-v1/{head}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
                     f"-b{p.boundary_scale}{device_tag(self.device)}")
