@@ -48,7 +48,8 @@ class GraphParams:
     """Parameters of the ``v2`` decoder (the default).
 
     Chosen with the standard click protocol on 40 CCP person images (every 7th of 300) and the 50
-    GrabCut images; the settings that won on one won on the other (the README lists what was tried).
+    GrabCut images, keeping a change only when it helped on both, and, for the prior and the exponent,
+    with foreground-only prompting in the env (the README lists what was tried).
 
     :param n_segments: SLIC superpixels per image (about), one graph per entry; the random walker's
         probabilities are averaged over the graphs.
