@@ -68,3 +68,44 @@ def test_alignsam_policy_scores_cells_with_shared_weights(make_env):
     shifted = torch.roll(latent, shifts=(2, 3), dims=(2, 3))
     torch.testing.assert_close(torch.roll(head(latent.flatten(1)).reshape(1, 10, 10), (2, 3), (1, 2)),
                                head(shifted.flatten(1)).reshape(1, 10, 10))
+
+
+def test_passthrough_hands_the_mask_and_srm_channels_to_every_cell_unchanged(make_env):
+    from policies import SpatialEmbeddingExtractor
+
+    env = make_env(num_images=1, obs_size=10, observation="channels", observe_srm=True)
+    extractor = SpatialEmbeddingExtractor(env.observation_space, channels=8, cell_channels=4, passthrough=2)
+    obs, _ = env.reset(seed=0)
+    cells = extractor(torch.as_tensor(obs)[None]).reshape(1, 6, 10, 10)
+    # the last two channels of every cell are the observation's mask and SRM channels at that cell
+    torch.testing.assert_close(cells[0, 4:], torch.as_tensor(obs[-2:]))
+    assert extractor.cell_channels == 6 and extractor.features_dim == 600
+    with pytest.raises(ValueError, match="passthrough"):
+        SpatialEmbeddingExtractor(env.observation_space, passthrough=env.observation_space.shape[0] + 1)
+
+
+def test_cell_mlp_head_can_compare_two_channels_and_survives_save_and_load(make_env, tmp_path):
+    from policies import make_model
+
+    env = make_env(num_images=1, obs_size=10, observation="channels", observe_srm=True)
+    model = make_model("ppo", env, device="cpu", seed=0, n_steps=16, batch_size=16,
+                       policy_kwargs={"cell_hidden": 8, "features_extractor_kwargs": {"channels": 8, "passthrough": 2}})
+    head = model.policy.action_net
+    # a per-cell MLP: |a - b| of two input channels is two ReLU units, which a linear score cannot represent
+    with torch.no_grad():
+        head.score[0].weight.zero_(), head.score[0].bias.zero_(), head.score[2].weight.zero_()
+        head.score[0].weight[0, -2], head.score[0].weight[0, -1] = 1.0, -1.0
+        head.score[0].weight[1, -2], head.score[0].weight[1, -1] = -1.0, 1.0
+        head.score[2].weight[0, :2] = 1.0
+    latent = torch.zeros(1, head.cell_channels, 10, 10)
+    latent[0, -2], latent[0, -1] = torch.rand(10, 10), torch.rand(10, 10)
+    torch.testing.assert_close(head(latent.flatten(1)).reshape(10, 10) - head.score[2].bias,
+                               (latent[0, -2] - latent[0, -1]).abs())
+    model.save(tmp_path / "model.zip")
+    loaded = type(model).load(tmp_path / "model.zip", device="cpu")
+    obs, _ = env.reset(seed=0)
+    logits = [m.policy.get_distribution(m.policy.obs_to_tensor(obs)[0]).distribution.logits for m in (model, loaded)]
+    torch.testing.assert_close(logits[0], logits[1])
+    assert loaded.policy.cell_hidden == 8
+    with pytest.raises(ValueError, match="cell_hidden"):
+        make_model("ppo", env, device="cpu", policy_kwargs={"cell_hidden": -1})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import torch
+import torch.nn.functional as F
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
@@ -68,25 +69,38 @@ class MaskedEmbeddingExtractor(BaseFeaturesExtractor):
 
 
 class SpatialEmbeddingExtractor(BaseFeaturesExtractor):
-    """The masked embedding as a ``(cell_channels, grid, grid)`` map, flattened channel-major.
+    """The masked embedding as a ``(cell_channels + passthrough, grid, grid)`` map, flattened channel-major.
 
     Keeps one feature vector per action cell, so a policy can score every cell with the same
-    weights (:class:`~policies.policy.AlignSAMPolicy`).
+    weights (:class:`~policies.policy.AlignSAMPolicy`). With ``passthrough=k`` the state's last ``k``
+    channels, area-pooled to the grid, are appended to each cell's features as they are: with
+    ``observation="channels"`` and ``observe_srm=True`` the last two are the mask ``M`` and the SRM's map,
+    so the cell scores read both directly instead of through the convolutions (they are 2 of ``C + 2``
+    inputs there, and learning to find them takes most of a CPU budget).
 
     :param observation_space: a ``Box`` of shape ``(C, h, w)`` or a compact observation space.
     :param channels: width of the convolutions.
-    :param cell_channels: features per cell.
+    :param cell_channels: features per cell from the convolutions.
     :param grid: the action grid's side (10 for ``Discrete(100)``).
+    :param passthrough: the state's last channels appended to every cell's features unchanged (0: none).
     :param embedding_table: the envs' table, for compact observations.
     """
 
     def __init__(self, observation_space: gym.spaces.Box, channels: int = 64, cell_channels: int = 32,
-                 grid: int = 10, embedding_table: EmbeddingTable | None = None) -> None:
+                 grid: int = 10, passthrough: int = 0, embedding_table: EmbeddingTable | None = None) -> None:
         in_channels = _state_shape(observation_space, "SpatialEmbeddingExtractor", embedding_table)[0]
-        super().__init__(observation_space, cell_channels * grid * grid)
+        if not 0 <= passthrough <= in_channels:
+            raise ValueError(f"passthrough must be between 0 and the state's {in_channels} channels, got {passthrough}")
+        super().__init__(observation_space, (cell_channels + passthrough) * grid * grid)
         self.embedding_table = embedding_table
-        self.cell_channels, self.grid = cell_channels, grid
+        self.cell_channels, self.grid, self.passthrough = cell_channels + passthrough, grid, int(passthrough)
+        # (trunk, flatten): the module names of models saved before ``passthrough`` existed
         self.body = nn.Sequential(conv_trunk(in_channels, channels, cell_channels, grid), nn.Flatten())
 
     def forward(self, observations: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.body(masked_states(observations, self._observation_space, self.embedding_table))
+        states = masked_states(observations, self._observation_space, self.embedding_table)
+        if not self.passthrough:
+            return self.body(states)
+        cells = self.body[0](states)
+        direct = F.adaptive_avg_pool2d(states[:, -self.passthrough:], self.grid)
+        return torch.cat([cells, direct], dim=1).flatten(1)
