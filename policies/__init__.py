@@ -16,9 +16,9 @@
 """
 
 from policies.sb3 import (
-    PRESETS, AlignSAMPolicy, AlignSAMVecEnv, MaskedEmbeddingExtractor, SpatialEmbeddingExtractor, SRMCallback,
-    make_model,
+    PRESETS, AlignSAMPolicy, AlignSAMVecEnv, MaskableAlignSAMPolicy, MaskedEmbeddingExtractor,
+    SpatialEmbeddingExtractor, SRMCallback, make_model,
 )
 
-__all__ = ["AlignSAMPolicy", "AlignSAMVecEnv", "MaskedEmbeddingExtractor", "PRESETS", "SRMCallback",
-           "SpatialEmbeddingExtractor", "make_model"]
+__all__ = ["AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
+           "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]

@@ -28,15 +28,24 @@ import torch
 
 from alignsam_gym import __version__
 from policies.benchmarks.machine import command_line, machine
+from policies.benchmarks.quickstart import QUICKSTART
 
-BASELINE: dict[str, Any] = {"algorithm": "ppo", "seed": 0, "total_timesteps": 2048, "n_envs": 4, "vec_env": "dummy",
-                            "checkpoint_every": None,
-                            "env": {"task": "synthetic-saliency", "num_images": 20, "obs_size": 10}}
+#: the quickstart's training (PPO preset, 4 envs, obs_size 10, 2,048 steps, decoder v1), minus checkpoints
+BASELINE: dict[str, Any] = {"algorithm": "ppo", "seed": 0, "total_timesteps": QUICKSTART["train"]["total_timesteps"],
+                            "n_envs": QUICKSTART["train"]["n_envs"], "vec_env": "dummy", "checkpoint_every": None,
+                            "env": {"task": "synthetic-saliency", "num_images": QUICKSTART["train"]["num_images"],
+                                    **QUICKSTART["train"]["env"], "backend_kwargs": QUICKSTART["backend_kwargs"]}}
+#: one change each to the baseline (``env`` and ``srm`` merged key by key, ``hyperparameters`` over the preset's)
 VARIANTS: dict[str, dict[str, Any]] = {
     "batched": {"vec_env": "batched"},
     "batched_compact": {"vec_env": "batched", "env": {"obs_mode": "compact"}},
     "subproc": {"vec_env": "subproc"},
     "threads1": {},
+    "epochs4": {"hyperparameters": {"n_epochs": 4, "batch_size": 128}},
+    "envs8": {"n_envs": 8, "hyperparameters": {"n_steps": 64}},
+    "narrow": {"hyperparameters": {"policy_kwargs": {"features_extractor_kwargs": {"channels": 32}}}},
+    "fast": {"n_envs": 8, "hyperparameters": {"n_steps": 64, "n_epochs": 4, "batch_size": 128,
+                                              "policy_kwargs": {"features_extractor_kwargs": {"channels": 32}}}},
 }
 #: the functions whose cumulative time the profile reports, by what they are
 PROFILE_PARTS = {"env step": "core.py:.*\\(step\\)", "SRM callback update": "callback.py:.*\\(_on_step\\)",
@@ -46,7 +55,9 @@ PROFILE_PARTS = {"env step": "core.py:.*\\(step\\)", "SRM callback update": "cal
 def _config(variant: str, timesteps: int, task: str) -> dict[str, Any]:
     change = VARIANTS.get(variant, {})
     env = {**BASELINE["env"], "task": task, **change.get("env", {})}
-    return {**BASELINE, **{k: v for k, v in change.items() if k != "env"}, "env": env, "total_timesteps": timesteps}
+    srm = {**BASELINE.get("srm", {}), **change.get("srm", {})}
+    return {**BASELINE, **{k: v for k, v in change.items() if k not in ("env", "srm")}, "env": env, "srm": srm,
+            "total_timesteps": timesteps}
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

@@ -14,6 +14,10 @@ from policies.runs.folder import RunFolder
 from policies.sb3.acting import best_unprompted
 
 
+#: the env kwargs that shape the observation a model was trained on
+OBSERVATION_KEYS = ("obs_mode", "obs_size", "obs_dtype", "observation", "observe_srm")
+
+
 class Actor:
     """Chooses the prompts of one env's episodes, deterministically for a trained model.
 
@@ -53,12 +57,12 @@ class Actor:
 
     @staticmethod
     def observation_kwargs(policy: str) -> dict[str, Any]:
-        """The observation settings (``obs_mode``, ``obs_size``, ``obs_dtype``) a trained run's model was trained
-        with, as env kwargs; empty for a heuristic, which acts on any observation."""
+        """The observation settings (``obs_mode``, ``obs_size``, ``obs_dtype``, ``observation``, ``observe_srm``) a
+        trained run's model was trained with, as env kwargs; empty for a heuristic, which acts on any observation."""
         if policy in HEURISTICS:
             return {}
         env = RunFolder.of_model(policy)[0].read_config().env
-        return {"obs_mode": "full", **{key: env[key] for key in ("obs_mode", "obs_size", "obs_dtype") if key in env}}
+        return {"obs_mode": "full", **{key: env[key] for key in OBSERVATION_KEYS if key in env}}
 
     def start_episode(self) -> None:
         """Forget the recurrent state: the next :meth:`act` is an episode's first."""

@@ -1,10 +1,12 @@
-"""``AlignSAMPolicy``: an actor-critic policy that scores every grid cell with the same weights."""
+"""Actor-critic policies that score every grid cell with the same weights: ``AlignSAMPolicy`` (PPO, A2C) and
+``MaskableAlignSAMPolicy`` (sb3-contrib's MaskablePPO, which never samples a cell already prompted)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 
@@ -26,18 +28,9 @@ class CellScores(nn.Module):
         return self.score(cells).flatten(1)
 
 
-class AlignSAMPolicy(ActorCriticPolicy):
-    """Actor-critic policy for ``AlignSAM-v0`` (PPO, A2C).
-
-    The action is a position, so the actor scores each cell of the action grid from that cell's
-    features with shared weights (a 1x1 convolution over :class:`SpatialEmbeddingExtractor`'s map):
-    what makes a cell foreground is learned once, not 100 times. The critic is an MLP on the same
-    features. No orthogonal re-initialisation (SB3's ``ortho_init`` would overwrite the extractor's).
-    ``cell_hidden`` (``policy_kwargs``, default 0) makes the cell score a small per-cell MLP of that width
-    instead of a linear function of the cell's features (with the extractor's ``passthrough`` channels a
-    score can then compare the mask with the SRM's map, which a linear one cannot).
-    Other ``ActorCriticPolicy`` arguments can still be passed through ``policy_kwargs``.
-    """
+class _CellScoring:
+    """What both policies add to their SB3 base class: the spatial extractor by default, the per-cell actor
+    head, and ``cell_hidden`` saved with the model."""
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,
                  **kwargs: Any) -> None:
@@ -49,7 +42,7 @@ class AlignSAMPolicy(ActorCriticPolicy):
         kwargs["features_extractor_kwargs"] = extractor_kwargs
         grid = int(round(action_space.n ** 0.5))
         if grid * grid != action_space.n:
-            raise ValueError(f"AlignSAMPolicy needs a square action grid, got Discrete({action_space.n})")
+            raise ValueError(f"{type(self).__name__} needs a square action grid, got Discrete({action_space.n})")
         extractor_kwargs.setdefault("grid", grid)
         kwargs.setdefault("net_arch", {"pi": [], "vf": [128]})
         kwargs.setdefault("ortho_init", False)
@@ -64,3 +57,22 @@ class AlignSAMPolicy(ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         return {**super()._get_constructor_parameters(), "cell_hidden": self.cell_hidden}
+
+
+class AlignSAMPolicy(_CellScoring, ActorCriticPolicy):
+    """Actor-critic policy for ``AlignSAM-v0`` (PPO, A2C).
+
+    The action is a position, so the actor scores each cell of the action grid from that cell's
+    features with shared weights (a 1x1 convolution over :class:`SpatialEmbeddingExtractor`'s map):
+    what makes a cell foreground is learned once, not 100 times. The critic is an MLP on the same
+    features. No orthogonal re-initialisation (SB3's ``ortho_init`` would overwrite the extractor's).
+    ``cell_hidden`` (``policy_kwargs``, default 0) makes the cell score a small per-cell MLP of that width
+    instead of a linear function of the cell's features (with the extractor's ``passthrough`` channels a
+    score can then compare the mask with the SRM's map, which a linear one cannot).
+    Other ``ActorCriticPolicy`` arguments can still be passed through ``policy_kwargs``.
+    """
+
+
+class MaskableAlignSAMPolicy(_CellScoring, MaskableActorCriticPolicy):
+    """:class:`AlignSAMPolicy` for sb3-contrib's ``MaskablePPO``: the same per-cell actor and critic, and the
+    env's ``action_masks()`` (cells not prompted yet) applied to the logits in training as in evaluation."""

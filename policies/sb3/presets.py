@@ -11,12 +11,14 @@ from typing import Any
 
 from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
 from policies.sb3.features import MaskedEmbeddingExtractor
-from policies.sb3.policy import AlignSAMPolicy
+from policies.sb3.policy import AlignSAMPolicy, MaskableAlignSAMPolicy
 
 #: the policy name SB3 requires for Dict observations (``obs_mode="compact"``)
 DICT_POLICIES = {"MlpPolicy": "MultiInputPolicy", "MlpLstmPolicy": "MultiInputLstmPolicy"}
 
 EXTRACTOR = {"features_extractor_class": MaskedEmbeddingExtractor}
+#: the plugin's policies by name, so a YAML config can choose one (``hyperparameters: {policy: ...}``)
+POLICIES = {"AlignSAMPolicy": AlignSAMPolicy, "MaskableAlignSAMPolicy": MaskableAlignSAMPolicy}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "ppo": {"policy": AlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128,
@@ -70,15 +72,19 @@ def embedding_table_of(env: Any) -> EmbeddingTable:
 
 def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None = None, **overrides: Any) -> Any:
     """A new model of ``algorithm`` on ``env`` with the preset's hyper-parameters, updated by ``overrides``
-    (``policy_kwargs`` are merged key by key)."""
+    (``policy_kwargs`` are merged key by key; ``policy`` may name one of :data:`POLICIES`)."""
     if algorithm not in PRESETS:
         raise ValueError(f"unknown algorithm {algorithm!r}; presets: {sorted(PRESETS)}")
     kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[algorithm].items()}
-    policy_kwargs = {**kwargs.pop("policy_kwargs", {}), **overrides.pop("policy_kwargs", {})}
+    preset_policy_kwargs = kwargs.pop("policy_kwargs", {})
+    if "policy" in overrides:  # another policy: the preset's extractor was chosen for the preset's policy
+        preset_policy_kwargs.pop("features_extractor_class", None)
+    policy_kwargs = {**preset_policy_kwargs, **overrides.pop("policy_kwargs", {})}
     kwargs.update(overrides)
     if policy_kwargs:
         kwargs["policy_kwargs"] = policy_kwargs
     policy = kwargs.pop("policy")
+    policy = POLICIES.get(policy, policy) if isinstance(policy, str) else policy
     if isinstance(env.observation_space, CompactObservationSpace):
         extractor_kwargs = dict(policy_kwargs.get("features_extractor_kwargs") or {})
         extractor_kwargs.setdefault("embedding_table", embedding_table_of(env))
