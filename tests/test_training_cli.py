@@ -46,6 +46,20 @@ def test_train_resume_and_evaluate(tmp_path, config_file, capsys):
         assert len(result["iou_curve"]) == 16 and result["episodes"] == 2
 
 
+def test_evaluate_observes_as_the_run_was_trained(tmp_path):
+    """A run trained on another observation (E and M as channels, plus the SRM's map) is evaluated on that
+    observation without the user repeating the env options: the run's config supplies them."""
+    config = {**TINY, "env": {**TINY["env"], "observation": "channels", "observe_srm": True},
+              "hyperparameters": {**TINY["hyperparameters"], "policy_kwargs": {
+                  "cell_hidden": 8, "features_extractor_kwargs": {"channels": 16, "passthrough": 2}}}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run, out = tmp_path / "run", tmp_path / "eval.json"
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(run), "--no-progress"]) == 0
+    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "2",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["episodes"] == 2
+
+
 def test_bad_config_names_the_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"algorithm": "ppo", "learning_rate": 1}))
