@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from policies.benchmarks.soak import run_soak
 from policies.benchmarks.env_throughput import run_env_benchmark
 
@@ -40,3 +42,31 @@ def test_bench_train_compares_variants_with_the_baseline_in_one_run(tmp_path):
     assert set(rows) == {"baseline", "batched"} and rows["baseline"]["speedup_over_baseline"] == 1.0
     assert rows["baseline"]["same_weights_as_baseline"] is True  # a run is compared with itself
     assert rows["batched"]["steps_per_s"] > 0 and report["machine"] and report["timesteps"] == 64
+
+
+def test_bench_train_variants_change_only_what_they_name():
+    from policies.benchmarks.quickstart import QUICKSTART
+    from policies.benchmarks.train_throughput import BASELINE, RUNNERS, VARIANTS, _config, run_train_benchmark
+
+    base = _config("baseline", 2048, "synthetic-shadow")
+    assert base["env"]["backend_kwargs"] == QUICKSTART["backend_kwargs"] and base["env"]["task"] == "synthetic-shadow"
+    fast = _config("fast", 2048, "synthetic-shadow")
+    assert fast["n_envs"] == 8 and fast["hyperparameters"]["n_steps"] * 8 == 128 * BASELINE["n_envs"]  # same rollout
+    changed = ("n_envs", "hyperparameters")
+    assert {k: v for k, v in fast.items() if k not in changed} == {k: v for k, v in base.items() if k not in changed}
+    assert _config("pair", 2048, "synthetic-shadow") == base and RUNNERS["pair"] == {"threads": 1, "processes": 2}
+    assert set(RUNNERS) <= set(VARIANTS)
+    with pytest.raises(ValueError, match="unknown variants"):
+        run_train_benchmark(variants=("warp",))
+
+
+def test_bench_train_times_runs_side_by_side_and_counts_both(tmp_path):
+    from policies.cli import main
+
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "--variants", "pair", "--timesteps", "64", "--repeats", "1", "--no-profile",
+                 "--json", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"]}
+    pair = rows["pair"]
+    assert pair["runs_side_by_side"] == 2 and rows["baseline"]["runs_side_by_side"] == 1
+    assert pair["steps_per_s"] == pytest.approx(2 * 64 / pair["median_s"], rel=0.02)

@@ -1,25 +1,33 @@
 """``alignsam bench train``: training throughput (env steps per second) of PPO + SRM, variant against baseline.
 
 Every variant trains the same config (the quickstart's: PPO + SRM, 4 envs, ``obs_size`` 10, 2,048 steps
-on the embedded backend by default) with one change, in one process and one run, repeated and
+on the embedded backend with decoder v1 by default) with one change, in one process and one run, repeated and
 interleaved (baseline, variant, baseline, ...) so the machine's noise hits all alike; the report gives
 each variant's median steps per second and its ratio to the baseline's median, and whether the
 variant trains the same weights as the baseline (same seed: bit-identical SRM and policy, or not).
 A profile of one baseline run splits its time into the env step, the SRM callback's update and the
 policy update.
 
-Variants (``--variants``): ``batched`` (``vec_env: batched``), ``batched_compact`` (and compact
-observations), ``subproc`` (one process per env), ``threads1`` (torch on one thread).
+Variants (``--variants``), pure speed (same weights expected): ``batched`` (``vec_env: batched``),
+``batched_compact`` (and compact observations), ``subproc`` (one process per env), ``threads1`` (torch on
+one thread). Changes that alter what is learned (the report says so: different weights), to be judged by
+their results as well: ``epochs4`` (PPO 4 epochs of minibatches of 128 instead of 10 of 64), ``envs8`` (8
+envs of 64 steps per rollout: the same 512 steps, half as many SRM updates, each on 8 states), ``narrow``
+(the policy's convolutions 32 wide instead of 64), ``fast`` (the three together). Machine throughput:
+``pair`` (two runs side by side in two processes, torch on one thread each, seeds 0 and 1: what a grid of
+runs such as the leaderboard gets from the machine; steps per second count both runs) and ``fast_pair``.
 """
 
 from __future__ import annotations
 
 import cProfile
+import multiprocessing
 import pstats
 import re
 import shutil
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +55,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast": {"n_envs": 8, "hyperparameters": {"n_steps": 64, "n_epochs": 4, "batch_size": 128,
                                               "policy_kwargs": {"features_extractor_kwargs": {"channels": 32}}}},
 }
+VARIANTS["pair"] = VARIANTS["threads1"]
+VARIANTS["fast_pair"] = VARIANTS["fast"]
+#: how a variant runs: torch threads per run, and runs side by side in separate processes (seeds 0, 1, ...)
+RUNNERS: dict[str, dict[str, int]] = {"threads1": {"threads": 1}, "pair": {"threads": 1, "processes": 2},
+                                      "fast_pair": {"threads": 1, "processes": 2}}
 #: the functions whose cumulative time the profile reports, by what they are
 PROFILE_PARTS = {"env step": "core.py:.*\\(step\\)", "SRM callback update": "callback.py:.*\\(_on_step\\)",
                  "policy update": "ppo.py:.*\\(train\\)", "rollout collection": "collect_rollouts"}
@@ -70,19 +83,39 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
             **{f"srm.{k}": v for k, v in load_srm_weights(run / "srm.pt").items()}}
 
 
-def _train_once(variant: str, config: dict[str, Any], folder: Path) -> float:
+def _train_with_threads(config: dict[str, Any], folder: Path, threads: int | None) -> None:
+    """Train one run with torch on ``threads`` threads (None: as it is); a process pool's worker."""
     from policies.runs import train
 
-    shutil.rmtree(folder, ignore_errors=True)
-    threads = torch.get_num_threads()
-    if variant == "threads1":
-        torch.set_num_threads(1)
-    try:
-        start = time.perf_counter()
-        train(config, folder, verbose=False)
-        return time.perf_counter() - start
-    finally:
+    before = torch.get_num_threads()
+    if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        train(config, folder, verbose=False)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_once(variant: str, config: dict[str, Any], folder: Path) -> float:
+    """Seconds to train ``variant``'s run(s) into ``folder`` (``folder/p<i>`` for runs side by side)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    runner = RUNNERS.get(variant, {})
+    processes, threads = runner.get("processes", 1), runner.get("threads")
+    start = time.perf_counter()
+    if processes == 1:
+        _train_with_threads(config, folder, threads)
+    else:  # a fresh pool per timed run: starting the workers is part of what side-by-side runs cost
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = [pool.submit(_train_with_threads, {**config, "seed": config["seed"] + i}, folder / f"p{i}", threads)
+                    for i in range(processes)]
+            for run in runs:
+                run.result()
+    return time.perf_counter() - start
+
+
+def _first_run(variant: str, folder: Path) -> Path:
+    """The run folder of ``variant`` trained with the baseline's seed."""
+    return folder / "p0" if RUNNERS.get(variant, {}).get("processes", 1) > 1 else folder
 
 
 def _profile(config: dict[str, Any], folder: Path) -> dict[str, float]:
@@ -120,16 +153,18 @@ def run_train_benchmark(variants: tuple[str, ...] = ("batched", "batched_compact
         for _ in range(repeats):
             for name in names:
                 seconds[name].append(_train_once(name, configs[name], scratch / name))
-        reference = _weights(scratch / "baseline")
+        reference = _weights(_first_run("baseline", scratch / "baseline"))
         results = []
         base_median = float(np.median(seconds["baseline"]))
         for name in names:
             median = float(np.median(seconds[name]))
-            weights = _weights(scratch / name)
+            weights = _weights(_first_run(name, scratch / name))
+            steps = timesteps * RUNNERS.get(name, {}).get("processes", 1)
             identical = weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in reference)
             results.append({"variant": name, "config_change": VARIANTS.get(name, {}), "seconds": [round(s, 2) for s in seconds[name]],
-                            "median_s": round(median, 2), "steps_per_s": round(timesteps / median, 1),
-                            "speedup_over_baseline": round(base_median / median, 3),
+                            "median_s": round(median, 2), "runs_side_by_side": RUNNERS.get(name, {}).get("processes", 1),
+                            "steps_per_s": round(steps / median, 1),
+                            "speedup_over_baseline": round(base_median / median * steps / timesteps, 3),
                             "same_weights_as_baseline": bool(identical)})
         report = {"benchmark": "train", "baseline_config": configs["baseline"], "timesteps": timesteps,
                   "repeats": repeats, "results": results, "package_version": __version__,
