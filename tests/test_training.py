@@ -139,3 +139,31 @@ def test_policy_kwargs_of_the_caller_are_not_changed():
     kwargs = {"features_extractor_kwargs": {"channels": 16}}
     make_model("ppo", env, device="cpu", policy_kwargs=kwargs, n_steps=16, batch_size=16)
     assert kwargs == {"features_extractor_kwargs": {"channels": 16}}  # AlignSAMPolicy adds "grid" to its own copy
+
+
+def test_resume_refuses_a_run_trained_on_another_segmenter(tmp_path, capsys):
+    """The embedded default decoder changed (v1 -> v2): a run trained on v1 whose config does not pin it would
+    otherwise continue silently on v2. The run records its segmenter and a resume must build the same one."""
+    import yaml
+
+    from policies.runs import RunFolder, train
+
+    config = {"algorithm": "ppo", "seed": 0, "total_timesteps": 16, "n_envs": 1, "checkpoint_every": None,
+              "env": {**ENV_KWARGS, "backend_kwargs": {"decoder": "v1"}},
+              "hyperparameters": {**SHORT["ppo"], "policy_kwargs": {"features_extractor_kwargs": SMALL}}}
+    run = RunFolder(tmp_path / "run")
+    train(config, run.path, verbose=False)
+    assert run.backend_identity().startswith("lite-v1/")
+    saved = yaml.safe_load(run.config_file.read_text())
+    saved["env"]["backend_kwargs"] = {"decoder": "v2"}
+    saved["total_timesteps"] = 32
+    run.config_file.write_text(yaml.safe_dump(saved))
+    model_before = run.model_file.read_bytes()
+    with pytest.raises(ValueError, match="trained with the segmenter lite-v1/"):
+        train(RunFolder(run.path).read_config(), run.path, resume=True, verbose=False)
+    assert run.model_file.read_bytes() == model_before and run.steps_done() == 16  # nothing was touched
+    # a run from before the segmenter was recorded resumes, with a warning that names what it resumes with
+    run.backend_file.unlink()
+    train(RunFolder(run.path).read_config(), run.path, resume=True, verbose=False)
+    assert "does not record the segmenter" in capsys.readouterr().out
+    assert run.steps_done() == 32 and run.backend_identity().startswith("lite-v2/")

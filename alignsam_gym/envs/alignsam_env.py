@@ -222,6 +222,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     text_prompt = property(lambda self: self.core.text_prompt, doc="the text of the CLIP maps")
     dataset = property(lambda self: self.core.dataset, doc="the split's dataset")
     backend = property(lambda self: self.core.backend, doc="the shared promptable segmenter")
+    backend_identity = property(lambda self: self.core.backend.identity,
+                                doc="the segmenter's identity string (readable across vector-env processes)")
     cache = property(lambda self: self.core.cache, doc="the embedding cache")
     clip_maps = property(lambda self: self.core.clip_maps, doc="the CLIP-Surgery map source, or None")
     srm = property(lambda self: self.core.srm, doc="the SRM labeler (``srm.network`` the module)")

@@ -4,6 +4,7 @@ A run folder holds:
 
 - ``config.yaml``: the resolved :class:`~policies.runs.config.RunConfig`;
 - ``train_images.txt``: the names of the training images (the seeded few-shot subset);
+- ``backend.txt``: the identity of the segmenter the run was trained with (a resumed run must build the same);
 - ``model.zip``: the SB3 model (policy, its optimiser state, step counter);
 - ``srm.pt``: the SRM callback's state (SRM weights, its optimiser state, its step counter);
 - ``state.json`` and ``rng.pt``: the step count and the Python, NumPy and torch (CPU and CUDA) random states;
@@ -37,6 +38,7 @@ class RunFolder:
 
     CONFIG = "config.yaml"
     TRAIN_IMAGES = "train_images.txt"
+    BACKEND = "backend.txt"
     MODEL = "model.zip"
     SRM = "srm.pt"
     STATE = "state.json"
@@ -55,6 +57,7 @@ class RunFolder:
 
     config_file = property(lambda self: self.path / self.CONFIG)
     train_images_file = property(lambda self: self.path / self.TRAIN_IMAGES)
+    backend_file = property(lambda self: self.path / self.BACKEND)
     model_file = property(lambda self: self.path / self.MODEL)
     srm_file = property(lambda self: self.path / self.SRM)
     state_file = property(lambda self: self.path / self.STATE)
@@ -81,6 +84,13 @@ class RunFolder:
 
     def write_train_images(self, names: list[str]) -> None:
         write_text(self.train_images_file, "\n".join(names) + "\n")
+
+    def write_backend_identity(self, identity: str) -> None:
+        write_text(self.backend_file, identity + "\n")
+
+    def backend_identity(self) -> str | None:
+        """The identity of the segmenter the run was trained with; None for runs from before it was recorded."""
+        return self.backend_file.read_text().strip() if self.backend_file.is_file() else None
 
     def has_model(self) -> bool:
         return self.model_file.is_file()

@@ -86,11 +86,23 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
                               "another --out")
     if resume and not run.has_model():
         raise FileNotFoundError(f"{run.path}: no {RunFolder.MODEL} to resume")
-    run.write_config(config)
+    saved = config
     done = run.restore_random_state() if resume else None
     if done is not None:
         config = config.with_changes(seed=config.seed + done)  # fresh episodes, not the first ones again
     env = make_training_env(config)
+    identity = env.get_attr("backend_identity", indices=[0])[0]
+    recorded = run.backend_identity() if resume else None
+    if recorded is not None and recorded != identity:
+        env.close()
+        raise ValueError(f"{run.path} was trained with the segmenter {recorded}; its config now builds {identity}, so "
+                         "resuming would continue on another environment. Pin the backend it was trained with in "
+                         f"{run.config_file} (env: backend_kwargs, e.g. decoder: v1) or train a new run")
+    if resume and recorded is None:
+        print(f"warning: {run.path} does not record the segmenter it was trained with (an older run); resuming "
+              f"with {identity}", flush=True)
+    run.write_config(saved)
+    run.write_backend_identity(identity)
     run.write_train_images(env.get_attr("dataset", indices=[0])[0].names)  # the few-shot training subset
 
     callback = None
