@@ -45,7 +45,8 @@ def compare(base: Path, other: Path, policy: str) -> dict[str, Any]:
     tasks = sorted({k[0] for k in keys})
     seeds = sorted({k[2] for k in keys})
     if len(keys) != len(tasks) * len(seeds):
-        raise SystemExit(f"{policy}: the grids share {len(keys)} records, not every task x seed; compare like with like")
+        raise SystemExit(f"{policy}: the grids share {len(keys)} records, not every task x seed; "
+                         "compare like with like")
     out: dict[str, Any] = {"policy": policy, "tasks": tasks, "seeds": seeds}
     for metric in METRICS:
         grid = {name: np.array([[recs[(t, policy, s)][metric] for t in tasks] for s in seeds])

@@ -159,10 +159,13 @@ def run_train_benchmark(variants: tuple[str, ...] = ("batched", "batched_compact
         for name in names:
             median = float(np.median(seconds[name]))
             weights = _weights(_first_run(name, scratch / name))
-            steps = timesteps * RUNNERS.get(name, {}).get("processes", 1)
-            identical = weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in reference)
-            results.append({"variant": name, "config_change": VARIANTS.get(name, {}), "seconds": [round(s, 2) for s in seconds[name]],
-                            "median_s": round(median, 2), "runs_side_by_side": RUNNERS.get(name, {}).get("processes", 1),
+            side_by_side = RUNNERS.get(name, {}).get("processes", 1)
+            steps = timesteps * side_by_side
+            identical = weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k])
+                                                                   for k in reference)
+            results.append({"variant": name, "config_change": VARIANTS.get(name, {}),
+                            "seconds": [round(s, 2) for s in seconds[name]],
+                            "median_s": round(median, 2), "runs_side_by_side": side_by_side,
                             "steps_per_s": round(steps / median, 1),
                             "speedup_over_baseline": round(base_median / median * steps / timesteps, 3),
                             "same_weights_as_baseline": bool(identical)})
