@@ -422,7 +422,8 @@ def _add_benches(sub: Subcommands) -> None:
     trn = bench_sub.add_parser("train", help="PPO + SRM training steps/s: variants against the baseline, one run")
     trn.add_argument("--variants", nargs="+", default=["batched", "batched_compact", "subproc", "threads1"],
                      help="changes to time against the baseline: batched, batched_compact, subproc, threads1, "
-                          "epochs4, envs8, narrow, fast (policies.benchmarks.train_throughput.VARIANTS)")
+                          "epochs4, envs8, narrow, fast, pair, fast_pair "
+                          "(policies.benchmarks.train_throughput.VARIANTS)")
     trn.add_argument("--timesteps", type=int, default=2048)
     trn.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved")
     trn.add_argument("--task", default="synthetic-saliency")

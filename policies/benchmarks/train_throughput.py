@@ -8,7 +8,8 @@ variant trains the same weights as the baseline (same seed: bit-identical SRM an
 A profile of one baseline run splits its time into the env step, the SRM callback's update and the
 policy update.
 
-Variants (``--variants``), pure speed (same weights expected): ``batched`` (``vec_env: batched``),
+Variants (``--variants``), the same training (bit-identical weights where the arithmetic is the same; not
+``threads1``, whose float reductions run in another order): ``batched`` (``vec_env: batched``),
 ``batched_compact`` (and compact observations), ``subproc`` (one process per env), ``threads1`` (torch on
 one thread). Changes that alter what is learned (the report says so: different weights), to be judged by
 their results as well: ``epochs4`` (PPO 4 epochs of minibatches of 128 instead of 10 of 64), ``envs8`` (8

@@ -77,7 +77,7 @@ def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None 
         raise ValueError(f"unknown algorithm {algorithm!r}; presets: {sorted(PRESETS)}")
     kwargs = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[algorithm].items()}
     preset_policy_kwargs = kwargs.pop("policy_kwargs", {})
-    if "policy" in overrides:  # another policy: the preset's extractor was chosen for the preset's policy
+    if overrides.get("policy", kwargs["policy"]) != kwargs["policy"]:  # the preset's extractor suits its own policy
         preset_policy_kwargs.pop("features_extractor_class", None)
     policy_kwargs = {**preset_policy_kwargs, **overrides.pop("policy_kwargs", {})}
     kwargs.update(overrides)
