@@ -28,6 +28,7 @@ import numpy as np
 
 from alignsam_gym import ENV_ID, __version__
 from alignsam_gym.atomic import write_json
+from alignsam_gym.labels import sample_bilinear
 from alignsam_gym.metrics import iou
 from policies.benchmarks.machine import machine
 from policies.runs import load_srm_weights
@@ -36,11 +37,9 @@ RULES = ("srm_greedy", "disagree", "mix", "oracle")
 
 
 def _mask_at_actions(inner) -> np.ndarray:
-    """``(grid_size**2,)``: the current mask probability at each action point."""
+    """``(grid_size**2,)``: the current mask probability at each action point, read as the SRM's scores are."""
     prob = inner.mask_probability
-    h, w = prob.shape
-    xy = (inner.action_points / inner.image_size * np.array([w, h])).astype(int)
-    return prob[np.clip(xy[:, 1], 0, h - 1), np.clip(xy[:, 0], 0, w - 1)]
+    return np.array([sample_bilinear(prob, p, inner.image_size) for p in inner.action_points])
 
 
 def choose(rule: str, inner) -> int:
