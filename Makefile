@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT ?= runs/quickstart
 
-.PHONY: install run demo test test-slow docs gpu-check gpu-wheels bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
+.PHONY: install run demo test test-kernels test-slow docs gpu-check gpu-wheels bench-decoder bench-episode bench-env bench-soak benchmark-ccp benchmark-embedded clean
 
 CONSTRAINTS ?= constraints.txt
 
@@ -28,6 +28,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The reference episodes again under other CPU kernels than this machine's best (what a CPU without
+# AVX-512 or AVX2 runs): torch and oneDNN at their SSE4.1 level, numpy without its dispatched SIMD.
+# OPENBLAS_CORETYPE is left as the machine sets it (older OpenBLAS builds misbehave on some CPUs).
+NUMPY_SIMD = $$($(PY) -c 'from numpy._core._multiarray_umath import __cpu_dispatch__ as d; print(" ".join(d))')
+test-kernels: $(STAMP)
+	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 NPY_DISABLE_CPU_FEATURES="$(NUMPY_SIMD)" \
+		$(PY) -m pytest -p no:cacheprovider tests/test_reference_episodes.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

@@ -1,4 +1,7 @@
-"""Reference episodes: what ``AlignSAM-v0`` did on main 642f58b, before the redesign (issue 11).
+"""Reference episodes: what ``AlignSAM-v0`` does, recorded once and replayed by the tests.
+
+First recorded on main 642f58b, before the redesign; recorded again when decoder v1 gained its weight floor
+(``GraphParamsV1.min_weight``), which made its masks the same under every CPU's kernels and so changed them.
 
 ``python -m tests.reference_episodes`` (from the project root) plays every configuration in
 :data:`CONFIGS` with fixed seeds and actions through the public API only (``gym.make``, ``reset``,

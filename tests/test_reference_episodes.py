@@ -1,5 +1,7 @@
-"""The redesign keeps behaviour: the episodes recorded on main before it (tests/reference_episodes.py)
-play out the same, step by step, on every embedded task and label source, SAM, CLIP and the vector env."""
+"""Behaviour is kept: the recorded reference episodes (tests/reference_episodes.py) play out the same, step by
+step, on every embedded task and label source, SAM, CLIP and the vector env, on any CPU the package supports.
+``.ci/run`` runs this module a second time under other kernels (``ATEN_CPU_CAPABILITY=default``,
+``ONEDNN_MAX_CPU_ISA=SSE41``, ``OPENBLAS_CORETYPE=Haswell``, numpy without AVX-512)."""
 
 from __future__ import annotations
 
@@ -11,26 +13,35 @@ import pytest
 from tests.reference_episodes import CONFIGS, REFERENCE_FILE, VECTOR_CONFIG, play, play_vector, resolve
 
 REFERENCE = json.loads(REFERENCE_FILE.read_text())
-#: float tolerance (relative, and absolute for the IoU) per configuration; actions, rewards and labels are exact
-TOLERANCE = {"default": 1e-5}
-#: SAM's mask decoder now normalises the image-to-token attention down transposed columns (10x faster on
-#: the CPU, sam_decoder._softmax_rows): the same arithmetic, rounded differently in the last place, so one
-#: low-resolution pixel near logit 0 may flip (IoU 0.136551 -> 0.136546 at one step of this episode)
-TOLERANCE["synthetic-saliency/sam"] = 1e-4
+
+# What another CPU's kernels (AVX-512 or AVX2 or SSE4.1, oneDNN's ISA, OpenBLAS's core type) may change, and
+# by how much. Actions, rewards, labels, terminations, prompted cells and image indices are compared exactly:
+# the decoders are well-conditioned (GraphParamsV1.min_weight), so a last-place change of the encoder's output
+# moves a mask probability by about 1e-5 and flips no superpixel. Floats get tolerances scaled to what they are:
+#: IoU: absolute; 5e-4 is a few pixels of a mask at the working resolution (256 px; SAM: 256x256 logits)
+IOU_ATOL = 5e-4
+#: an observation's signed sum: relative to its absolute sum (cancellation magnifies last-place differences)
+SUM_RTOL = 1e-5
+#: the probed values: relative to the observation's mean absolute value, or one half-precision step for
+#: float16 observations (a last-place change of a float32 may round to the neighbouring float16)
+PROBE_RTOL = {"float32": 1e-4, "float16": 2.0**-10}
 
 
-def assert_fingerprint(got: dict, want: dict, where: str, tol: float = TOLERANCE["default"]) -> None:
+def assert_fingerprint(got: dict, want: dict, where: str) -> None:
     if "mask" in want:
-        assert_fingerprint(got["mask"], want["mask"], where + " mask", tol)
+        assert_fingerprint(got["mask"], want["mask"], where + " mask")
         return
     assert got["shape"] == want["shape"] and got["dtype"] == want["dtype"], where
-    np.testing.assert_allclose(got["sum"], want["sum"], rtol=tol, atol=1e-4, err_msg=where)
-    np.testing.assert_allclose(got["abs_sum"], want["abs_sum"], rtol=tol, atol=1e-4, err_msg=where)
-    np.testing.assert_allclose(got["probe"], want["probe"], rtol=tol, atol=1e-5, err_msg=where)
+    size = float(np.prod(want["shape"]))
+    scale = max(want["abs_sum"] / size, 1e-12)
+    np.testing.assert_allclose(got["abs_sum"], want["abs_sum"], rtol=SUM_RTOL, atol=1e-9, err_msg=where)
+    np.testing.assert_allclose(got["sum"], want["sum"], rtol=0, atol=SUM_RTOL * want["abs_sum"] + 1e-9, err_msg=where)
+    probe_want = np.asarray(want["probe"])
+    rtol = PROBE_RTOL[want["dtype"]]
+    np.testing.assert_allclose(got["probe"], probe_want, rtol=rtol, atol=rtol * scale, err_msg=where)
 
 
 def assert_same_episodes(got: list, want: list, name: str) -> None:
-    tol = TOLERANCE.get(name, TOLERANCE["default"])
     assert len(got) == len(want), name
     for e, (got_steps, want_steps) in enumerate(zip(got, want)):
         assert len(got_steps) == len(want_steps), f"{name} episode {e}"
@@ -39,10 +50,9 @@ def assert_same_episodes(got: list, want: list, name: str) -> None:
             for key in ("action", "reward", "terminated", "truncated"):
                 assert g.get(key) == w.get(key), f"{where}: {key}"
             gi, wi = dict(g["info"]), dict(w["info"])
-            iou_atol = 1e-7 if tol == TOLERANCE["default"] else tol  # SAM: up to ~3 of 27,000 mask pixels
-            np.testing.assert_allclose(gi.pop("iou"), wi.pop("iou"), rtol=1e-6, atol=iou_atol, err_msg=where)
-            assert gi == wi, where
-            assert_fingerprint(g["obs"], w["obs"], where, tol)
+            np.testing.assert_allclose(gi.pop("iou"), wi.pop("iou"), rtol=0, atol=IOU_ATOL, err_msg=where)
+            assert gi == wi, where  # labels, is_foreground, num_prompts, prompted cells, image index: exact
+            assert_fingerprint(g["obs"], w["obs"], where)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -57,6 +67,6 @@ def test_vector_env_matches_reference():
     for t, (g, w) in enumerate(zip(got, want)):
         for key in ("actions", "reward", "terminated", "label"):
             assert g.get(key) == w.get(key), f"vector step {t}: {key}"
-        np.testing.assert_allclose(g["iou"], w["iou"], rtol=1e-6, atol=1e-7, err_msg=f"vector step {t}")
+        np.testing.assert_allclose(g["iou"], w["iou"], rtol=0, atol=IOU_ATOL, err_msg=f"vector step {t}")
         for i, (go, wo) in enumerate(zip(g["obs"], w["obs"])):
             assert_fingerprint(go, wo, f"vector step {t} env {i}")

@@ -77,7 +77,7 @@ class LiteBackend(PromptableSegmenter):
                 f"/work{self.work_size}")
         if isinstance(p, GraphParamsV1):
             return (f"lite-v1/{head}/slic{p.n_segments}-{p.compactness}/c{p.sigma_color}-f{p.sigma_feature}"
-                    f"-b{p.boundary_scale}{device_tag(self.device)}")
+                    f"-b{p.boundary_scale}{f'/wmin{p.min_weight:g}' if p.min_weight else ''}{device_tag(self.device)}")
         scales = "+".join(str(int(n)) for n in p.n_segments)
         prior = f"mu{p.border_prior}{'' if p.prior_per_foreground else 'fixed'}-{p.min_prior}"
         return (f"lite-v2/{head}/slic{scales}-{p.compactness}/w{p.color_weight}-{p.boundary_weight}-{p.feature_weight}"
@@ -132,7 +132,7 @@ class LiteBackend(PromptableSegmenter):
         work_pts = pts * np.array([mw / w, mh / h])
         params, state = self.graph_params, embedding.decoder_state
         if isinstance(params, GraphParamsV1):
-            prob = np.clip(random_walker(state, work_pts, lab, params.seed_weight), EPS, 1.0 - EPS)
+            prob = np.clip(random_walker(state, work_pts, lab, params.seed_weight, params.min_weight), EPS, 1.0 - EPS)
             return np.log(prob / (1.0 - prob)).astype(np.float32)[state["segments"]]
         prob = np.clip(refined_random_walker(state, work_pts, lab, params), EPS, 1.0 - EPS)
         return np.log(prob / (1.0 - prob)).astype(np.float32)

@@ -119,6 +119,12 @@ class GraphParamsV1:
     :param border_prior: ``mu`` on superpixels touching the image border (weak background prior).
     :param min_prior: ``mu`` everywhere else; only keeps the system non-singular if weights underflow
         (edge weights span many orders of magnitude, so this must stay far below them).
+    :param min_weight: edge weights below this are raised to it at decode time. v1's absolute energy
+        scales give weights down to ``exp(-82)``; a system mixing such weights with weights near 1 is
+        beyond float64, and its solution was decided by rounding: a ``1e-7`` relative change of the
+        energies (what another CPU's kernels give) flipped 179 of 680 superpixels of one image. With the
+        floor, the same change moves no probability by more than about ``1e-5`` (``0``: no floor, the
+        decoder of package version 0.1, whose masks depend on the CPU).
     """
 
     n_segments: int = 800
@@ -129,6 +135,7 @@ class GraphParamsV1:
     seed_weight: float = 100.0
     border_prior: float = 0.01
     min_prior: float = 1e-30
+    min_weight: float = 1e-10
 
 
 @dataclass(frozen=True)
@@ -235,13 +242,14 @@ def build_graphs(image: np.ndarray, feature_maps: list[np.ndarray], params: Grap
 
 
 def random_walker(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: np.ndarray,
-                  seed_weight: float) -> np.ndarray:
+                  seed_weight: float, min_weight: float = 0.0) -> np.ndarray:
     """Foreground probability per superpixel of one graph from point prompts.
 
     :param graph: the arrays of :func:`build_graph` (``segments``, ``edge_index``, ``edge_energy``, ``prior``).
     :param points_xy: ``(N, 2)`` prompt coordinates ``(x, y)`` in pixels of the working resolution.
     :param labels: ``(N,)`` 1 = foreground, 0 = background.
     :param seed_weight: ``lambda``, the pull of a prompt on its superpixel.
+    :param min_weight: the smallest edge weight (``0``: none); see :class:`GraphParamsV1`.
     :return: ``(n,) float64`` probabilities in [0, 1].
     """
     segments = graph["segments"]
@@ -256,7 +264,10 @@ def random_walker(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: n
     np.add.at(target, nodes, seed_weight * labels.astype(np.float64))
 
     i, j = graph["edge_index"][:, 0], graph["edge_index"][:, 1]
-    wgt = np.exp(-graph["edge_energy"].astype(np.float64))
+    energy = graph["edge_energy"].astype(np.float64)
+    if min_weight > 0:
+        energy = np.minimum(energy, -np.log(min_weight))
+    wgt = np.exp(-energy)
     degree = np.bincount(i, wgt, n) + np.bincount(j, wgt, n)
     system = sp.csc_matrix((np.concatenate([-wgt, -wgt, degree + seed + graph["prior"]]),
                             (np.concatenate([i, j, np.arange(n)]), np.concatenate([j, i, np.arange(n)]))),
