@@ -5,16 +5,65 @@ process on a machine without NVML, and a process forked after that cannot use CU
 re-initialize CUDA in forked subprocess"). ``gym.make_vec(..., vectorization_mode="async")`` builds an
 env in the parent to read the spaces and forks its workers afterwards, so building an env must not ask.
 Envs and backends therefore keep a :class:`DeviceSpec` and resolve it on first use (the first model
-load or forward pass); an explicit ``"cuda:N"`` is checked at once against the device count, which
-torch takes from NVML without initialising CUDA where NVML is present.
+load or forward pass).
+
+Why fork-safe: even that first use must not spoil later forks (an env is usually reset before a worker
+pool or a data loader forks), so the device count comes from :func:`cuda_device_count`, which never asks
+the CUDA runtime in this process: it takes NVML's count (torch's own probe, which honours
+``CUDA_VISIBLE_DEVICES``), and where NVML is missing it answers 0 when no CUDA driver library can be
+loaded, or asks the driver in a short child process. ``torch.cuda.device_count()`` would fall back to
+the CUDA runtime in this process, after which every forked child is in torch's bad-fork state.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import re
+import subprocess
+import sys
 import threading
 
 import torch
+
+#: the child process of :func:`cuda_device_count` where NVML is missing: the CUDA driver's own count
+_DRIVER_PROBE = (
+    "import ctypes\n"
+    "cuda = ctypes.CDLL('libcuda.so.1')\n"
+    "count = ctypes.c_int(0)\n"
+    "ok = cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0\n"
+    "print(count.value if ok else 0)\n"
+)
+
+
+def _driver_loadable() -> bool:
+    """Whether a CUDA driver library is on this machine (loading it initialises nothing)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_device_count() -> int:
+    """The number of CUDA devices this process may use, found without initialising CUDA in it, so that
+    processes forked afterwards can still use CUDA (module docstring). 0 with a CPU-only torch."""
+    if torch.version.cuda is None:
+        return 0
+    if torch.cuda.is_initialized():
+        return torch.cuda.device_count()
+    nvml = getattr(torch.cuda, "_device_count_nvml", None)
+    count = nvml() if nvml is not None else -1
+    if count >= 0:
+        return count
+    if not _driver_loadable():
+        return 0
+    try:
+        out = subprocess.run([sys.executable, "-c", _DRIVER_PROBE], capture_output=True, text=True, timeout=60)
+        return max(0, int(out.stdout.strip() or 0))
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return 0
 
 _DEVICE = re.compile(r"^(auto|cpu|meta|cuda|mps)(:\d+)?$")
 
@@ -31,7 +80,7 @@ def parse_device(device: str | torch.device = "auto") -> str:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     kind, index = match.group(1), int(match.group(2)[1:]) if match.group(2) else 0
     if kind == "cuda":
-        count = torch.cuda.device_count()  # NVML where present: does not initialise CUDA
+        count = cuda_device_count()
         if count == 0:
             raise ValueError(f"device={device!r} was requested but CUDA is not available on this machine")
         if index >= count:
@@ -48,7 +97,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """
     spec = parse_device(device)
     if spec == "auto":
-        return torch.device("cuda:0" if torch.cuda.device_count() > 0 else "cpu")
+        return torch.device("cuda:0" if cuda_device_count() > 0 else "cpu")
     return torch.device(spec)
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from alignsam_gym.devices import DeviceSpec, device_tag, parse_device
+from alignsam_gym.devices import DeviceSpec, cuda_device_count, device_tag, parse_device
 
-HAS_CUDA = torch.cuda.device_count() > 0
+HAS_CUDA = cuda_device_count() > 0
 
 
 @pytest.mark.parametrize("given, expected", [("auto", "auto"), ("cpu", "cpu"), (torch.device("cpu"), "cpu"),
@@ -40,16 +40,20 @@ def test_cuda_on_a_machine_without_it_fails_when_asked_for(cuda):
 
 
 def test_out_of_range_cuda_devices_fail_at_once(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    from alignsam_gym import devices
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 2)
     assert parse_device("cuda") == parse_device("cuda:0") == "cuda:0"  # one key for one physical device
     assert parse_device("cuda:1") == "cuda:1"
     with pytest.raises(ValueError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
         parse_device("cuda:2")
 
 
-def test_building_envs_asks_cuda_nothing_so_forked_workers_can_use_it():
-    """gym.make_vec(..., 'async') builds an env in the parent, then forks. The probe is real: a fork after
-    torch.cuda.is_available() is marked bad (on this CPU machine too), a fork after building envs is not."""
+def test_envs_used_with_device_auto_leave_forked_children_able_to_use_cuda():
+    """gym.make_vec(..., 'async'), SubprocVecEnv and data loaders fork after an env was built and often after
+    it was reset. The probe is real: a fork after torch.cuda.is_available() is marked bad (on this CPU machine
+    too: without NVML, torch asks the CUDA runtime), a fork after building, resetting and stepping envs with
+    the default device "auto" (a standalone env and the batched vector env, the SAM backend too) is not."""
     script = textwrap.dedent("""
         import os, torch, gymnasium as gym, alignsam_gym
         from alignsam_gym.envs.vector import AlignSAMVectorEnv
@@ -60,11 +64,19 @@ def test_building_envs_asks_cuda_nothing_so_forked_workers_can_use_it():
                 os.write(w, b"1" if torch.cuda._is_in_bad_fork() else b"0"); os._exit(0)
             os.waitpid(pid, 0)
             return os.read(r, 1) == b"1"
+        seen = []
         env = gym.make("AlignSAM-v0", num_images=1)               # default device "auto"
         vec = AlignSAMVectorEnv(2, num_images=1, backend="sam", sam_checkpoint=os.environ["TINY_SAM"])
-        after_build = child_is_bad()
+        seen.append(child_is_bad())
+        env.reset(seed=0)
+        env.step(0)
+        seen.append(child_is_bad())
+        vec.reset(seed=0)
+        vec.step([1, 2])
+        seen.append(child_is_bad())
         torch.cuda.is_available()
-        print(after_build, child_is_bad())
+        seen.append(child_is_bad())
+        print(*seen)
     """)
     from tests.conftest import save_tiny_sam
     import tempfile
@@ -74,7 +86,38 @@ def test_building_envs_asks_cuda_nothing_so_forked_workers_can_use_it():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "TINY_SAM": str(checkpoint)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"], out.stdout + out.stderr
+    assert out.stdout.split() == ["False", "False", "False", "True"], out.stdout + out.stderr
+
+
+def test_cuda_device_count_never_asks_the_cuda_runtime(monkeypatch):
+    """NVML's count when torch has it; without NVML, 0 when no driver library loads, else the driver's
+    count from a child process; torch.cuda.device_count() (the runtime, in this process) only once CUDA
+    is initialised anyway."""
+    from alignsam_gym import devices
+
+    def runtime_asked():
+        raise AssertionError("asked the CUDA runtime in this process")
+
+    monkeypatch.setattr(torch.cuda, "device_count", runtime_asked)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    for nvml, loadable, child, expected in [(2, False, None, 2), (0, True, None, 0), (-1, False, None, 0),
+                                            (-1, True, "3\n", 3), (-1, True, "", 0)]:
+        devices.cuda_device_count.cache_clear()
+        monkeypatch.setattr(torch.cuda, "_device_count_nvml", lambda nvml=nvml: nvml)
+        monkeypatch.setattr(devices, "_driver_loadable", lambda loadable=loadable: loadable)
+        calls = []
+
+        def fake_run(args, child=child, **kwargs):
+            calls.append(args)
+            return subprocess.CompletedProcess(args, 0, stdout=child, stderr="")
+
+        monkeypatch.setattr(devices.subprocess, "run", fake_run)
+        assert devices.cuda_device_count() == expected, (nvml, loadable, child)
+        assert bool(calls) == (child is not None)
+        if calls:
+            assert calls[0][:2] == [sys.executable, "-c"] and "cuDeviceGetCount" in calls[0][2]
+    devices.cuda_device_count.cache_clear()
 
 
 def test_the_srm_runs_where_its_device_says_and_brings_outputs_back(make_env):
@@ -168,7 +211,10 @@ def test_subprocess_workers_on_cuda_are_warned_about(monkeypatch):
 
     train_module = importlib.import_module("policies.runs.training")
 
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(train_module, "cuda_device_count", lambda: 1)
+    from alignsam_gym import devices
+
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: 1)
     assert train_module._may_use_cuda("auto") and train_module._may_use_cuda("cuda:0")  # noqa: SLF001
     assert not train_module._may_use_cuda("cpu")  # noqa: SLF001
 

@@ -35,6 +35,7 @@ import torch
 
 from alignsam_gym import ENV_ID  # importing the package registers the ids
 from alignsam_gym import __version__
+from alignsam_gym.devices import cuda_device_count
 from policies.benchmarks.common_approach import CommonApproach
 from policies.benchmarks.machine import command_line, machine
 
@@ -112,7 +113,7 @@ def run_env_benchmark(backends: tuple[str, ...] = ("lite", "sam"), sizes: tuple[
     from alignsam_gym.backends.sam import save_random_sam
     from policies.sb3.vec_env import AlignSAMVecEnv
 
-    devices = devices or (("cpu", "cuda") if torch.cuda.is_available() else ("cpu",))
+    devices = devices or (("cpu", "cuda") if cuda_device_count() > 0 else ("cpu",))
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="alignsam-bench-env-") as tmp:

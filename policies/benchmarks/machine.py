@@ -9,13 +9,17 @@ from typing import Any
 
 import torch
 
+from alignsam_gym.devices import cuda_device_count
+
 
 def machine() -> dict[str, Any]:
     """Platform, CPU count, torch threads and version, and the CUDA device's name (None without one).
 
-    Asks ``torch.cuda`` only when CUDA is already initialised or available, never forking trouble into
-    a worker pool that starts later (``torch.cuda.is_available`` does not initialise CUDA)."""
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    Names the device only when CUDA is initialised already (a benchmark that ran on it here); otherwise
+    it counts the devices without initialising CUDA (:func:`~alignsam_gym.devices.cuda_device_count`), so
+    worker pools forked later can still use CUDA."""
+    count = cuda_device_count()
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else (f"{count} CUDA device(s)" if count else None)
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "cuda": cuda}
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from alignsam_gym.atomic import append_line, replacing, write_json, write_text, write_yaml
+from alignsam_gym.devices import cuda_device_count
 from alignsam_gym.digests import sha256_of
 from alignsam_gym.srm import load_srm_file
 from policies.runs.config import RunConfig
@@ -162,7 +163,7 @@ class RunFolder:
             if self.rng_file.is_file():
                 rng = torch.load(self.rng_file, weights_only=True)
                 torch.set_rng_state(rng["torch"])
-                if "cuda" in rng and torch.cuda.is_available():
+                if "cuda" in rng and cuda_device_count() > 0:
                     torch.cuda.set_rng_state_all(rng["cuda"][:torch.cuda.device_count()])
             return int(state["num_timesteps"])
         except (ValueError, KeyError, TypeError, IndexError) as err:

@@ -11,10 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from alignsam_gym import ENV_ID
-from alignsam_gym.devices import parse_device
+from alignsam_gym.devices import cuda_device_count, parse_device
 from alignsam_gym.observation import EmbeddingTable
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
@@ -57,7 +56,7 @@ def make_training_env(config: RunConfig) -> Any:
 def _may_use_cuda(device: str) -> bool:
     """Whether an env device argument can mean CUDA (asked without initialising CUDA)."""
     spec = parse_device(device)
-    return spec.startswith("cuda") or (spec == "auto" and torch.cuda.device_count() > 0)
+    return spec.startswith("cuda") or (spec == "auto" and cuda_device_count() > 0)
 
 
 def evaluation_env(config: RunConfig) -> dict[str, Any]:
