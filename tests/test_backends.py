@@ -131,7 +131,7 @@ def test_decoder_versions_have_their_own_identity_and_parameters():
     v1, v2 = LiteBackend(decoder="v1", device="cpu"), LiteBackend(device="cpu")
     assert v1.decoder == "v1" and isinstance(v1.graph_params, GraphParamsV1)
     assert v2.decoder == "v2" and isinstance(v2.graph_params, GraphParams)
-    assert v1.identity.startswith("lite-v1/") and "/slic800-10.0/c60.0-f0.15-b10.0/wmin1e-10" in v1.identity
+    assert v1.identity.startswith("lite-v1/") and "/slic800-10.0/c60.0-f0.15-b10.0/wmin1e-14" in v1.identity
     unfloored = LiteBackend(decoder="v1", graph=GraphParamsV1(min_weight=0), device="cpu").identity
     assert unfloored.endswith("/slic800-10.0/c60.0-f0.15-b10.0")
     assert v2.identity.startswith("lite-v2/") and "/slic800+1500-10.0/" in v2.identity
