@@ -167,3 +167,38 @@ def test_resume_refuses_a_run_trained_on_another_segmenter(tmp_path, capsys):
     train(RunFolder(run.path).read_config(), run.path, resume=True, verbose=False)
     assert "does not record the segmenter" in capsys.readouterr().out
     assert run.steps_done() == 32 and run.backend_identity().startswith("lite-v2/")
+
+
+@pytest.mark.parametrize("tear", ["model_without_state", "srm_of_another_checkpoint"])
+def test_a_checkpoint_cut_short_while_saving_is_set_aside_and_the_run_starts_again(tmp_path, capsys, tear):
+    """A process killed while saving (a lost Ray node, an out-of-memory kill) leaves model.zip without state.json,
+    or files of two checkpoints. Resuming from that would skip training with the SRM missing or stale and record
+    wrong results as if nothing happened; instead the torn files are kept aside and the run trains from step 0,
+    ending where an uninterrupted run ends."""
+    from policies.runs import RunFolder, train
+
+    config = {"algorithm": "ppo", "seed": 0, "total_timesteps": 32, "n_envs": 1, "checkpoint_every": None,
+              "env": ENV_KWARGS, "hyperparameters": {**SHORT["ppo"], "policy_kwargs": {"features_extractor_kwargs": SMALL}}}
+    clean = RunFolder(tmp_path / "clean")
+    train(config, clean.path, verbose=False)
+    run = RunFolder(tmp_path / "torn")
+    train({**config, "total_timesteps": 16}, run.path, verbose=False)
+    assert run.torn_checkpoint() is None and run.steps_done() == 16
+    first_srm = run.srm_file.read_bytes()
+    train({**config, "total_timesteps": 32}, run.path, resume=True, verbose=False)
+    if tear == "model_without_state":
+        run.state_file.unlink()
+        expected = "model.zip without state.json"
+    else:
+        run.srm_file.write_bytes(first_srm)  # srm.pt of the step-16 checkpoint beside the step-32 model
+        expected = "srm.pt is not the one state.json names"
+    assert run.torn_checkpoint() == expected and run.steps_done() == 0
+    torn_model = run.model_file.read_bytes()
+    train(config, run.path, resume=True, verbose=False)
+    assert expected in capsys.readouterr().out
+    assert (run.path / "torn-0" / "model.zip").read_bytes() == torn_model  # kept, not deleted
+    assert run.torn_checkpoint() is None and run.steps_done() == 32
+    from policies.runs import load_srm_weights
+
+    ours, theirs = load_srm_weights(run.srm_file), load_srm_weights(clean.srm_file)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # the same run as one never interrupted

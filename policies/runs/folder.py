@@ -16,7 +16,9 @@ checkpoint intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -97,10 +99,45 @@ class RunFolder:
         return self.model_file.is_file()
 
     def steps_done(self) -> int:
-        """Env steps of the last checkpoint (0 without one)."""
-        if not self.state_file.is_file():
+        """Env steps of the last complete checkpoint (0 without one, or when it is torn)."""
+        if not self.state_file.is_file() or self.torn_checkpoint() is not None:
             return 0
         return int(self._read_state().get("num_timesteps", 0))
+
+    def torn_checkpoint(self) -> str | None:
+        """Why the checkpoint in the folder is incomplete, or None when it is whole (or there is none).
+
+        A checkpoint is ``model.zip``, ``srm.pt`` and ``rng.pt``, then ``state.json`` naming their digests; a
+        process killed while saving one (a lost Ray node, an out-of-memory kill) leaves a model without its
+        state, or files of two checkpoints. Runs from before the digests were recorded count as whole.
+        """
+        if not self.has_model():
+            return None
+        if not self.state_file.is_file():
+            return f"{self.MODEL} without {self.STATE}"
+        try:
+            files = self._read_state().get("files")
+        except ValueError as err:
+            return str(err)
+        if files is None:
+            return None
+        for name, digest in files.items():
+            if _digest(self.path / name) != digest:
+                return f"{name} is not the one {self.STATE} names"
+        return None
+
+    def set_torn_checkpoint_aside(self) -> Path:
+        """Move a torn checkpoint's files into ``torn-<n>/`` in the run folder (nothing is deleted), so the run
+        can start again from step 0; returns that folder."""
+        n = 0
+        while (self.path / f"torn-{n}").exists():
+            n += 1
+        aside = self.path / f"torn-{n}"
+        aside.mkdir()
+        for name in (self.MODEL, self.SRM, self.RNG, self.STATE, self.CURVE):
+            if (self.path / name).exists():
+                os.replace(self.path / name, aside / name)
+        return aside
 
     def digests(self) -> dict[str, str | None]:
         """Short SHA-256 digests of ``model.zip`` and ``srm.pt`` (None where absent), for records."""
@@ -133,21 +170,23 @@ class RunFolder:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, model: Any, srm_callback: Any | None = None) -> None:
-        """Write ``model.zip``, ``srm.pt`` (when the callback trained an SRM), the random states and
-        ``state.json`` (last, so its step count never runs ahead of the files)."""
+        """Write ``model.zip``, ``srm.pt`` (when the callback trained an SRM) and the random states, each whole
+        beside its target first and then moved into place together, and last ``state.json`` with their digests,
+        so a checkpoint cut short is recognised (:meth:`torn_checkpoint`) instead of resumed."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with replacing(self.model_file, suffix=".zip") as tmp:  # SB3 appends .zip to a path without it
-            model.save(tmp)
-        if srm_callback is not None and srm_callback.srm is not None:
-            srm_callback.save(self.srm_file)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        with replacing(self.rng_file) as tmp:
-            torch.save(rng, tmp)
+        with contextlib.ExitStack() as files:
+            model.save(files.enter_context(replacing(self.model_file, suffix=".zip")))  # SB3 appends .zip otherwise
+            if srm_callback is not None and srm_callback.srm is not None:
+                srm_callback.save(files.enter_context(replacing(self.srm_file)))
+            torch.save(rng, files.enter_context(replacing(self.rng_file)))
         numpy_state = np.random.get_state()
         state = {"num_timesteps": int(model.num_timesteps), "python_random": _jsonable(random.getstate()),
-                 "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]]}
+                 "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                 "files": {name: _digest(self.path / name) for name in (self.MODEL, self.SRM, self.RNG)
+                           if (self.path / name).is_file()}}
         write_json(self.state_file, state)
 
     def restore_random_state(self) -> int | None:

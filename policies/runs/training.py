@@ -73,13 +73,20 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     ``total_timesteps``.
 
     Checkpoints are written every ``checkpoint_every`` env steps, at the end, and when SIGINT or
-    SIGTERM arrives (training then stops cleanly after the current step). A resumed run loads the
+    SIGTERM arrives (training then stops cleanly after the current step); a checkpoint cut short while it
+    was saved is set aside (:meth:`RunFolder.torn_checkpoint`) and the run starts again. A resumed run loads the
     model, SRM, optimiser states, step counter and random states, and logs to the same TensorBoard
     curve from the step where it stopped; its envs are reseeded with ``seed + steps done`` (an episode
     cut by the interruption is not replayed). ``verbose`` prints where and when checkpoints go.
     """
     config = RunConfig.from_dict(config)
     run = RunFolder(out)
+    torn = run.torn_checkpoint() if resume else None
+    if torn is not None:  # killed while saving: nothing consistent to resume from
+        aside = run.set_torn_checkpoint_aside()
+        print(f"warning: {run.path} holds a checkpoint cut short while it was saved ({torn}); its files are in "
+              f"{aside} and the run starts again from step 0", flush=True)
+        resume = False
     if not resume and run.has_model():
         raise FileExistsError(f"{run.path} already holds a trained run; pass --resume to continue it or choose "
                               "another --out")
