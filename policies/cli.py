@@ -541,7 +541,7 @@ def _add_grids(sub: Subcommands) -> None:
     qs = sub.add_parser("quickstart", help="PPO + SRM vs random + SRM on every embedded task (the main job)")
     qs.add_argument("--out", default="runs/quickstart")
     qs.add_argument("--tasks", nargs="+", default=None, help=f"default: {' '.join(SYNTHETIC_TASKS)}")
-    qs.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
+    qs.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1")
     qs.add_argument("--timesteps", type=int, default=None)
     qs.add_argument("--episodes", type=int, default=None)
     qs.add_argument("--num-images", type=int, default=None, help="training images per task")

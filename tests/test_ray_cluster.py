@@ -190,7 +190,7 @@ def test_grid_on_two_nodes_losing_one_mid_run_records_what_the_sequential_run_re
     def training_on_the_worker(titles: dict[int, str]):
         """The seeds of the worker node's trials, once each of them has begun (noted its process), one is training,
         and none is between its first and last checkpoint file (model.zip written, state.json not yet: a torn
-        checkpoint, which a retry does not repair; not this test's subject)."""
+        checkpoint, which the retry sets aside and trains again from step 0; tests/test_training.py covers it)."""
         busy = {pid for pid, title in titles.items() if title == "ray::_trial_task"}
         noted = {a["pid"]: a["seed"] for a in _attempts(tmp_path / "attempts") if a["node"] == nodes["worker_node"]}
         if not busy or not busy <= noted.keys():
