@@ -30,12 +30,12 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 # The reference episodes again under other CPU kernels than this machine's best (what a CPU without
-# AVX-512 or AVX2 runs): torch and oneDNN at their SSE4.1 level, numpy without its dispatched SIMD.
+# AVX-512 or AVX2 runs): torch on its DEFAULT kernels, oneDNN at SSE4.1, numpy without its run-time SIMD
+# dispatch; the settings are experiments/kernel_reproducibility.py's "sse41", and the tests check they took.
 # OPENBLAS_CORETYPE is left as the machine sets it (older OpenBLAS builds misbehave on some CPUs).
-NUMPY_SIMD = $$($(PY) -c 'from numpy._core._multiarray_umath import __cpu_dispatch__ as d; print(" ".join(d))')
 test-kernels: $(STAMP)
-	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=SSE41 NPY_DISABLE_CPU_FEATURES="$(NUMPY_SIMD)" \
-		$(PY) -m pytest -p no:cacheprovider tests/test_reference_episodes.py
+	KERNELS="$$($(PY) experiments/kernel_reproducibility.py --print-env sse41)" && test -n "$$KERNELS" && \
+		env $$KERNELS $(PY) -m pytest -p no:cacheprovider tests/test_reference_episodes.py
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

@@ -48,11 +48,13 @@ def _driver_loadable() -> bool:
 @functools.lru_cache(maxsize=1)
 def cuda_device_count() -> int:
     """The number of CUDA devices this process may use, found without initialising CUDA in it, so that
-    processes forked afterwards can still use CUDA (module docstring). 0 with a CPU-only torch."""
+    processes forked afterwards can still use CUDA (module docstring). 0 with a CPU-only torch; on a ROCm
+    build, torch's own count. NVML also answers -1 (and the driver is then asked) when ``CUDA_VISIBLE_DEVICES``
+    names MIG instances. Counted once per process: set ``CUDA_VISIBLE_DEVICES`` before the first use."""
+    if torch.version.hip is not None or torch.cuda.is_initialized():
+        return torch.cuda.device_count()
     if torch.version.cuda is None:
         return 0
-    if torch.cuda.is_initialized():
-        return torch.cuda.device_count()
     nvml = getattr(torch.cuda, "_device_count_nvml", None)
     count = nvml() if nvml is not None else -1
     if count >= 0:

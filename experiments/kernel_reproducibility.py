@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 
 POLICIES = ("random", "centre", "srm_greedy")
-#: kernel settings: environment variables of the child process that plays the grid
+#: kernel settings: environment variables of the child process that plays the grid (``make test-kernels`` replays
+#: the reference episodes under ``sse41``, from ``--print-env sse41``; ``ALIGNSAM_KERNELS`` lets the tests check
+#: that the settings took effect)
 SETTINGS: dict[str, dict[str, str]] = {
     "native": {},
     "sse41": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
-              "NPY_DISABLE_CPU_FEATURES": "__numpy_dispatch__"},
+              "NPY_DISABLE_CPU_FEATURES": "__numpy_dispatch__", "ALIGNSAM_KERNELS": "sse41"},
 }
 BOOTSTRAP = 10_000
 
@@ -110,12 +112,18 @@ def compare(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _child_env(setting: str) -> dict[str, str]:
-    env = dict(os.environ)
+def setting_env(setting: str) -> dict[str, str]:
+    """The environment variables of kernel setting ``setting`` (:data:`SETTINGS`), resolved for this numpy.
+
+    :param setting: a key of :data:`SETTINGS`.
+    """
+    env = {}
     for key, value in SETTINGS[setting].items():
         if value == "__numpy_dispatch__":  # every SIMD level numpy dispatches to at run time
             from numpy._core._multiarray_umath import __cpu_dispatch__
-            value = " ".join(__cpu_dispatch__)
+            if not __cpu_dispatch__:
+                raise RuntimeError("this numpy dispatches to no SIMD level at run time; nothing to switch off")
+            value = ",".join(__cpu_dispatch__)
         env[key] = value
     return env
 
@@ -126,9 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--images", type=int, default=None, help="test images (default: the whole split)")
     parser.add_argument("--max-prompts", type=int, default=15)
-    parser.add_argument("--json", required=True)
+    parser.add_argument("--json", default=None, help="where to write the comparison")
     parser.add_argument("--play", default=None, help=argparse.SUPPRESS)  # a child: play and write here
+    parser.add_argument("--print-env", default=None, choices=sorted(SETTINGS),
+                        help="print the setting's environment as KEY=VALUE words (for env(1)) and exit")
     args = parser.parse_args(argv)
+    if args.print_env:
+        print(" ".join(f"{k}={v}" for k, v in setting_env(args.print_env).items()))
+        return 0
+    if not args.json:
+        parser.error("--json is required")
     if args.play:
         Path(args.play).write_text(json.dumps(play(args.task, args.data_root, args.images, args.max_prompts)))
         return 0
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         for setting in SETTINGS:
             path = Path(tmp) / f"{setting}.json"
             # each setting with its own cold embedding cache: the encoder runs under that setting's kernels
-            env = {**_child_env(setting), "ALIGNSAM_CACHE": str(Path(tmp) / f"cache-{setting}")}
+            env = {**os.environ, **setting_env(setting), "ALIGNSAM_CACHE": str(Path(tmp) / f"cache-{setting}")}
             command = [sys.executable, __file__, "--task", args.task, "--json", args.json, "--play", str(path),
                        "--max-prompts", str(args.max_prompts)]
             command += ["--data-root", args.data_root] if args.data_root else []

@@ -342,3 +342,13 @@ def test_loading_a_model_leaves_the_global_torch_rng_alone(tmp_path):
     torch.manual_seed(0)
     backend.encode(np.zeros((64, 64, 3), np.uint8))  # builds (random init) and loads the model on first use
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_a_config_restores_package_0_1s_v1_decoder_by_its_parameters():
+    """``backend_kwargs`` come from YAML: ``graph`` may be a mapping of the decoder's fields, so
+    ``{decoder: v1, graph: {min_weight: 0}}`` is package 0.1's decoder (its identity without ``/wmin``)."""
+    old = LiteBackend(decoder="v1", graph={"min_weight": 0}, device="cpu")
+    assert old.graph_params == GraphParamsV1(min_weight=0) and "/wmin" not in old.identity
+    assert LiteBackend(graph={"n_segments": [600]}, device="cpu").graph_params == GraphParams(n_segments=(600,))
+    with pytest.raises(ValueError, match=r"graph: decoder 'v1' has no parameters \['exponent'\]"):
+        LiteBackend(decoder="v1", graph={"exponent": 0.5}, device="cpu")

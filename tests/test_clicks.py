@@ -205,8 +205,8 @@ def test_the_env_on_grabcut_counts_only_labelled_pixels(grabcut_root):
 
 
 def test_the_lite_decoder_is_selectable_and_v2_clicks_better(grabcut_root, tmp_path):
-    """``--lite-decoder v1`` reproduces package 0.1's decoder; the default (v2) needs fewer clicks on the
-    first 8 GrabCut images (all 50, committed: NoC@90 8.68 -> 5.64, experiments/results/clicks_grabcut.json)."""
+    """``--lite-decoder v1`` selects package 0.1's decoder (weights floored); the default (v2) needs fewer clicks
+    on the first 8 GrabCut images (all 50, committed: NoC@90 5.64, experiments/results/clicks_grabcut.json)."""
     from policies.cli import main
 
     results = {}

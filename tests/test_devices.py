@@ -101,6 +101,14 @@ def test_cuda_device_count_never_asks_the_cuda_runtime(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", runtime_asked)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.version, "hip", None)
+    try:
+        _check_cuda_device_count_probes(monkeypatch, devices)
+    finally:
+        devices.cuda_device_count.cache_clear()  # no fake count left for the other tests
+
+
+def _check_cuda_device_count_probes(monkeypatch, devices) -> None:
     for nvml, loadable, child, expected in [(2, False, None, 2), (0, True, None, 0), (-1, False, None, 0),
                                             (-1, True, "3\n", 3), (-1, True, "", 0)]:
         devices.cuda_device_count.cache_clear()
@@ -117,7 +125,6 @@ def test_cuda_device_count_never_asks_the_cuda_runtime(monkeypatch):
         assert bool(calls) == (child is not None)
         if calls:
             assert calls[0][:2] == [sys.executable, "-c"] and "cuDeviceGetCount" in calls[0][2]
-    devices.cuda_device_count.cache_clear()
 
 
 def test_the_srm_runs_where_its_device_says_and_brings_outputs_back(make_env):

@@ -1,13 +1,16 @@
 """Behaviour is kept: the recorded reference episodes (tests/reference_episodes.py) play out the same, step by
 step, on every embedded task and label source, SAM, CLIP and the vector env, on any CPU the package supports.
-``.ci/run`` runs this module a second time under other kernels (``ATEN_CPU_CAPABILITY=default``,
-``ONEDNN_MAX_CPU_ISA=SSE41``, ``OPENBLAS_CORETYPE=Haswell``, numpy without AVX-512)."""
+``make test-kernels`` (in ``.ci/run``) runs this module a second time under other kernels: torch on its
+``DEFAULT`` kernels, oneDNN at SSE4.1, numpy without its run-time SIMD dispatch (``ALIGNSAM_KERNELS=sse41``,
+whose settings the first test checks took effect)."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import torch
 import pytest
 
 from tests.reference_episodes import CONFIGS, REFERENCE_FILE, VECTOR_CONFIG, play, play_vector, resolve
@@ -55,6 +58,15 @@ def assert_same_episodes(got: list, want: list, name: str) -> None:
             np.testing.assert_allclose(gi.pop("iou"), wi.pop("iou"), rtol=0, atol=IOU_ATOL, err_msg=where)
             assert gi == wi, where  # labels, is_foreground, num_prompts, prompted cells, image index: exact
             assert_fingerprint(g["obs"], w["obs"], where)
+
+
+@pytest.mark.skipif(os.environ.get("ALIGNSAM_KERNELS") != "sse41", reason="runs under make test-kernels")
+def test_the_kernel_settings_took_effect():
+    """Otherwise make test-kernels would replay the episodes on this machine's best kernels and prove nothing."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+    assert not any(__cpu_features__[feature] for feature in __cpu_dispatch__)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))

@@ -10,7 +10,9 @@ Decoder: a random walker on superpixel graphs built from colour, image gradients
 and stride-16 CNN features, then a colour guided filter (:mod:`alignsam_gym.backends.superpixel_graph`).
 It needs no training data. Masks come at the decoder's working resolution (longest side ``work_size``,
 256 by default), like SAM's 256x256 low-resolution logits. ``decoder="v1"`` selects the decoder of
-package version 0.1 (one scale, no pixel-level step), so results recorded with it can be reproduced.
+package version 0.1 (one scale, no pixel-level step) with its edge weights floored, which makes its masks
+the same on every CPU; ``graph={"min_weight": 0}`` with it is package 0.1's decoder exactly, the one results
+recorded before the floor (backend identities ``lite-v1/...`` without ``/wmin``) were measured with.
 """
 
 from __future__ import annotations
@@ -41,15 +43,16 @@ class LiteBackend(PromptableSegmenter):
     :param encoder_size: side of the square encoder input in pixels; a multiple of 32.
     :param work_size: longest side, in pixels, of the decoder's working resolution (the mask size).
     :param device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    :param decoder: ``"v2"`` (default) or ``"v1"`` (the decoder of package version 0.1).
+    :param decoder: ``"v2"`` (default) or ``"v1"`` (package version 0.1's decoder, its weights floored).
     :param graph: graph and decoding parameters, of the decoder's class (:class:`GraphParams` for
-        ``"v2"``, :class:`GraphParamsV1` for ``"v1"``); that class's defaults when omitted.
+        ``"v2"``, :class:`GraphParamsV1` for ``"v1"``) or a mapping of some of its fields (as a config's
+        ``backend_kwargs`` gives them, e.g. ``{"min_weight": 0}``); that class's defaults when omitted.
     """
 
     name = "lite"
 
     def __init__(self, encoder_size: int = 640, work_size: int = 256, device: str = "auto",
-                 decoder: str = "v2", graph: GraphParams | GraphParamsV1 | None = None) -> None:
+                 decoder: str = "v2", graph: GraphParams | GraphParamsV1 | dict | None = None) -> None:
         if encoder_size <= 0 or encoder_size % 32:
             raise ValueError(f"encoder_size must be a positive multiple of 32, got {encoder_size}")
         if work_size < 32:
@@ -59,6 +62,13 @@ class LiteBackend(PromptableSegmenter):
         self.device_spec = DeviceSpec(device)
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
+        if isinstance(graph, dict):
+            fields = set(DECODERS[decoder].__dataclass_fields__)
+            unknown = sorted(set(graph) - fields)
+            if unknown:
+                raise ValueError(f"graph: decoder {decoder!r} has no parameters {unknown}; expected some of "
+                                 f"{sorted(fields)}")
+            graph = DECODERS[decoder](**{k: tuple(v) if isinstance(v, list) else v for k, v in graph.items()})
         if graph is not None and not isinstance(graph, DECODERS[decoder]):
             raise ValueError(f"decoder {decoder!r} takes graph={DECODERS[decoder].__name__}(...), "
                              f"got {type(graph).__name__}")

@@ -13,15 +13,14 @@ from alignsam_gym.devices import cuda_device_count
 
 
 def machine() -> dict[str, Any]:
-    """Platform, CPU count, torch threads and version, and the CUDA device's name (None without one).
+    """Platform, CPU count, torch threads and version, the number of CUDA devices, and the first one's name
+    when CUDA ran in this process (None otherwise: a grid whose trials ran in Ray workers).
 
-    Names the device only when CUDA is initialised already (a benchmark that ran on it here); otherwise
-    it counts the devices without initialising CUDA (:func:`~alignsam_gym.devices.cuda_device_count`), so
-    worker pools forked later can still use CUDA."""
-    count = cuda_device_count()
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else (f"{count} CUDA device(s)" if count else None)
+    Counts the devices without initialising CUDA (:func:`~alignsam_gym.devices.cuda_device_count`), so worker
+    pools forked later can still use CUDA."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_initialized() else None
     return {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "cuda": cuda}
+            "torch_threads": torch.get_num_threads(), "cuda": cuda, "cuda_devices": cuda_device_count()}
 
 
 def command_line() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -48,7 +49,9 @@ class Actor:
                                         f"{list(HEURISTICS)})")
             config = run.read_config()
             self.algorithm = config.algorithm
-            self.model = load_model(config.algorithm, model_file, env, device, config.hyperparameters)
+            with warnings.catch_warnings():  # one env here, not training's: SB3 would warn of its batch size
+                warnings.filterwarnings("ignore", message="You have specified a mini-batch size", category=UserWarning)
+                self.model = load_model(config.algorithm, model_file, env, device, config.hyperparameters)
             self.srm_weights = run.srm_weights()
         if model is not None:
             self.model, self.algorithm = model, algorithm

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -50,20 +49,16 @@ def load_model(algorithm: str, path: str | Path, env: Any, device: str = "auto",
     if not path.is_file():
         raise FileNotFoundError(f"no trained model at {path}")
     keys = serialized_entries(path)
-    # an evaluation env of fewer envs than training makes PPO warn that its rollout is no multiple of the
-    # batch size; the model is not trained here, so the warning says nothing
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="You have specified a mini-batch size", category=UserWarning)
-        fresh = make_model(algorithm, env, device=device, **dict(hyperparameters or {}))
-        missing = [k for k in keys if not hasattr(fresh, k)]
-        if missing:
-            raise ValueError(f"{path}: pickled entries {missing} cannot be rebuilt from the config; refusing to "
-                             "unpickle them (a model.zip can run code when unpickled)")
-        custom = {k: getattr(fresh, k) for k in keys}
-        try:
-            return algorithm_class(algorithm).load(path, env=env, device=device, custom_objects=custom)
-        except RuntimeError as err:  # load_state_dict: another architecture
-            raise ValueError(f"{path}: the saved weights do not fit a {algorithm} model of this config ({err})") from err
+    fresh = make_model(algorithm, env, device=device, **dict(hyperparameters or {}))
+    missing = [k for k in keys if not hasattr(fresh, k)]
+    if missing:
+        raise ValueError(f"{path}: pickled entries {missing} cannot be rebuilt from the config; refusing to "
+                         "unpickle them (a model.zip can run code when unpickled)")
+    custom = {k: getattr(fresh, k) for k in keys}
+    try:
+        return algorithm_class(algorithm).load(path, env=env, device=device, custom_objects=custom)
+    except RuntimeError as err:  # load_state_dict: another architecture
+        raise ValueError(f"{path}: the saved weights do not fit a {algorithm} model of this config ({err})") from err
 
 
 class RunCheckpoint(BaseCallback):

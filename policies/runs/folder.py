@@ -8,10 +8,15 @@ A run folder holds:
 - ``model.zip``: the SB3 model (policy, its optimiser state, step counter);
 - ``srm.pt``: the SRM callback's state (SRM weights, its optimiser state, its step counter);
 - ``state.json`` and ``rng.pt``: the step count and the Python, NumPy and torch (CPU and CUDA) random states;
-- ``tb/``: TensorBoard logs (SB3's metrics plus ``srm/loss`` and ``srm/iou``).
+  ``state.json``, written last, also names the digests of ``model.zip``, ``srm.pt`` and ``rng.pt``;
+- ``tb/``: TensorBoard logs (SB3's metrics plus ``srm/loss`` and ``srm/iou``);
+- ``torn-<n>/``: the files of a checkpoint cut short while it was saved, set aside.
 
-Each file goes to a temporary name and is moved into place, so a crash mid-save leaves the previous
-checkpoint intact.
+Each file goes to a temporary name and is moved into place, so no file is ever half-written. A process
+killed between the moves of one checkpoint (a lost Ray node, an out-of-memory kill) leaves files of two
+checkpoints, or a model without its ``state.json``: :meth:`RunFolder.torn_checkpoint` recognises that by
+the digests, and training then sets those files aside and starts the run again from step 0 (nothing
+consistent is left to resume from; a resumed run with a stale SRM would record wrong results silently).
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ class RunFolder:
         state, or files of two checkpoints. Runs from before the digests were recorded count as whole.
         """
         if not self.has_model():
-            return None
+            return f"{self.STATE} without {self.MODEL}" if self.state_file.is_file() else None
         if not self.state_file.is_file():
             return f"{self.MODEL} without {self.STATE}"
         try:
@@ -130,11 +135,14 @@ class RunFolder:
         """Move a torn checkpoint's files into ``torn-<n>/`` in the run folder (nothing is deleted), so the run
         can start again from step 0; returns that folder."""
         n = 0
-        while (self.path / f"torn-{n}").exists():
-            n += 1
-        aside = self.path / f"torn-{n}"
-        aside.mkdir()
-        for name in (self.MODEL, self.SRM, self.RNG, self.STATE, self.CURVE):
+        while True:
+            aside = self.path / f"torn-{n}"
+            try:
+                aside.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+        for name in (self.MODEL, self.SRM, self.RNG, self.STATE, self.CURVE, self.TENSORBOARD):
             if (self.path / name).exists():
                 os.replace(self.path / name, aside / name)
         return aside
@@ -171,22 +179,26 @@ class RunFolder:
     # -- checkpoints -------------------------------------------------------------------------------
     def save_checkpoint(self, model: Any, srm_callback: Any | None = None) -> None:
         """Write ``model.zip``, ``srm.pt`` (when the callback trained an SRM) and the random states, each whole
-        beside its target first and then moved into place together, and last ``state.json`` with their digests,
-        so a checkpoint cut short is recognised (:meth:`torn_checkpoint`) instead of resumed."""
+        beside its target first, then moved into place one after the other (``model.zip`` last, so a first
+        checkpoint cut short leaves no model), and last ``state.json`` with the digests of what was written, so a
+        checkpoint cut short is recognised (:meth:`torn_checkpoint`) instead of resumed."""
         self.path.mkdir(parents=True, exist_ok=True)
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        with contextlib.ExitStack() as files:
-            model.save(files.enter_context(replacing(self.model_file, suffix=".zip")))  # SB3 appends .zip otherwise
+        written: dict[str, Path] = {}
+        with contextlib.ExitStack() as files:  # the temporaries are moved into place in reverse order of entry
+            written[self.MODEL] = files.enter_context(replacing(self.model_file, suffix=".zip"))  # SB3 adds .zip
+            model.save(written[self.MODEL])
             if srm_callback is not None and srm_callback.srm is not None:
-                srm_callback.save(files.enter_context(replacing(self.srm_file)))
-            torch.save(rng, files.enter_context(replacing(self.rng_file)))
+                written[self.SRM] = files.enter_context(replacing(self.srm_file))
+                srm_callback.save(written[self.SRM])
+            written[self.RNG] = files.enter_context(replacing(self.rng_file))
+            torch.save(rng, written[self.RNG])
+            digests = {name: _digest(tmp) for name, tmp in written.items()}  # this writer's files, not another's
         numpy_state = np.random.get_state()
         state = {"num_timesteps": int(model.num_timesteps), "python_random": _jsonable(random.getstate()),
-                 "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
-                 "files": {name: _digest(self.path / name) for name in (self.MODEL, self.SRM, self.RNG)
-                           if (self.path / name).is_file()}}
+                 "numpy_random": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]], "files": digests}
         write_json(self.state_file, state)
 
     def restore_random_state(self) -> int | None:

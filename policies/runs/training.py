@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-
 from alignsam_gym import ENV_ID
 from alignsam_gym.devices import cuda_device_count, parse_device
 from alignsam_gym.observation import EmbeddingTable
@@ -81,7 +80,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     """
     config = RunConfig.from_dict(config)
     run = RunFolder(out)
-    torn = run.torn_checkpoint() if resume else None
+    torn = run.torn_checkpoint()
     if torn is not None:  # killed while saving: nothing consistent to resume from
         aside = run.set_torn_checkpoint_aside()
         print(f"warning: {run.path} holds a checkpoint cut short while it was saved ({torn}); its files are in "
