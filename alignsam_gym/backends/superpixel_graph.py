@@ -121,15 +121,15 @@ class GraphParamsV1:
         (edge weights span many orders of magnitude, so this must stay far below them).
     :param min_weight: edge weights below this are raised to it at decode time. v1's absolute energy
         scales give weights down to ``exp(-82)``; a system mixing such weights with weights near 1 is
-        beyond float64, and its solution was decided by rounding: a ``1e-7`` relative change of the
-        energies (what another CPU's kernels give) flipped 179 of 680 superpixels of one image, and
-        masks differed between machines. With the floor the same change moved no probability by more
-        than ``4e-5`` on 36 test images of three synthetic tasks (random prompts, ground-truth labels).
-        Chosen among floors of 1e-8 to 1e-25 (and cutting weak edges instead) as the one that kept that
-        bound with the mean IoU closest to the unfloored decoder's (0.591 / 0.705 / 0.240 against 0.669 /
-        0.700 / 0.235 on mirror / saliency / shapes; lower floors let rounding back in, higher ones
-        changed more masks). ``0``: no floor, the decoder of package version 0.1, whose masks depend on
-        the CPU.
+        beyond float64, and its solution is decided by rounding: a ``1e-7`` relative change of the
+        energies (what another CPU's kernels give) moved mask probabilities by up to 1.0 (whole
+        superpixels flipped), so masks differed between machines. With the floor at ``1e-14`` the same
+        change moved none by more than ``1e-4``. Chosen by ``experiments/decoder_v1_floor.py``
+        (``experiments/results/decoder_v1_floor.json``: 12 test images of three synthetic tasks, random
+        prompts, ground-truth labels) as the floor that kept that bound with the mean IoU closest to the
+        unfloored decoder's (0.591 / 0.705 / 0.240 against 0.669 / 0.700 / 0.235 on mirror / saliency /
+        shapes; lower floors let rounding back in, higher ones changed more masks). ``0``: no floor, the
+        decoder of package version 0.1, whose masks depend on the CPU.
     """
 
     n_segments: int = 800
