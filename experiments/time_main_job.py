@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                   "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
                   "reference": {"commit": REFERENCE_COMMIT, "config": REFERENCE_CONFIG, "wall_s": ref,
                                 "unit_s": statistics.median(ref)},
-                  "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count()}}
+                  "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),
+                              "torch_capability": _torch_capability()}}
         if not args.reference_only:
             result["quickstart"] = quickstart(work, Path(args.quickstart_out) if args.quickstart_out
                                               else work / "quickstart")
@@ -117,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"quickstart: {result['quickstart']['reference_units']:.1f} reference units", flush=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _torch_capability() -> str:
+    """The best kernels torch uses on this CPU (``AVX512``, ``AVX2``, ``DEFAULT``), asked in a child process."""
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                         capture_output=True, text=True)
+    return out.stdout.strip()
 
 
 def _cpu_name() -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 import torch
@@ -202,3 +204,38 @@ def test_a_checkpoint_cut_short_while_saving_is_set_aside_and_the_run_starts_aga
 
     ours, theirs = load_srm_weights(run.srm_file), load_srm_weights(clean.srm_file)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # the same run as one never interrupted
+
+
+def test_a_save_killed_between_its_files_is_recognised_as_torn(tmp_path, monkeypatch):
+    """A real save cut short: the process dies (here: KeyboardInterrupt from os.replace) after the first of the
+    checkpoint's files has been moved into place. The folder then holds files of two checkpoints and no
+    half-written file; torn_checkpoint names the file that does not belong."""
+    import alignsam_gym.atomic
+    from policies.runs import RunFolder
+
+    env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs=ENV_KWARGS)
+    model = make_model("ppo", env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL},
+                       **SHORT["ppo"])
+    callback = SRMCallback(device="cpu")
+    model.learn(total_timesteps=16, callback=callback)
+    run = RunFolder(tmp_path / "run")
+    run.save_checkpoint(model, callback)
+    assert run.torn_checkpoint() is None and run.steps_done() == 16
+    model.learn(total_timesteps=16, callback=callback, reset_num_timesteps=False)
+
+    real_replace, moved = alignsam_gym.atomic.os.replace, []
+
+    def dies_on_the_second_move(src, dst):  # into place: onto a file's own name, not a hidden temporary
+        if not Path(dst).name.startswith("."):
+            if moved:
+                raise KeyboardInterrupt("killed mid-save")
+            moved.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(alignsam_gym.atomic.os, "replace", dies_on_the_second_move)
+    with pytest.raises(KeyboardInterrupt):
+        run.save_checkpoint(model, callback)
+    monkeypatch.undo()
+    assert [Path(p).name for p in moved] == ["rng.pt"]  # moved last-in first: rng.pt, then srm.pt, model.zip
+    assert run.torn_checkpoint() == "rng.pt is not the one state.json names" and run.steps_done() == 0
+    assert not [p.name for p in run.path.iterdir() if p.name.startswith(".")]  # no temporary left behind
