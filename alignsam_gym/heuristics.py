@@ -1,19 +1,39 @@
-"""Prompting policies without learning, the benchmark's baselines.
+"""Prompting policies without learning, the benchmark's baselines, and a one-step ground-truth oracle.
 
 - ``random``: a uniformly random cell not prompted yet (the paper's "w/o RL").
 - ``centre``: the unprompted cell nearest the image centre (a centre prior: objects tend to be
   framed in the middle).
 - ``srm_greedy``: the unprompted cell where the SRM is most confident of foreground on the
   current state; the SRM, with no RL, choosing the positions it would label.
+- ``disagree``: the unprompted cell where the SRM's map and the current mask differ most (the SRM then
+  labels it: background where the mask spills over, foreground where it falls short).
+- ``mix``: disagreement plus half the SRM's confidence ``|S - 0.5|`` (prompt where the mask is wrong and
+  the SRM is sure).
+- ``srm_lookahead``: a model-based lookahead that reads no ground truth: the :data:`LOOKAHEAD_CANDIDATES`
+  unprompted cells with the largest disagreement are tried (the env's label, one batched decode,
+  :meth:`~alignsam_gym.envs.AlignSAMEnv.preview`), and the one whose mask agrees best with the SRM's map
+  at the action points (smallest mean absolute difference) is taken.
+- ``oracle``: the one-step ground-truth lookahead: every unprompted cell is tried the same way and the one
+  whose mask has the highest true IoU is taken. It reads the ground truth: **an upper bound** for a greedy
+  prompter with these labels and this segmenter, not a policy (:data:`UPPER_BOUNDS`). It decodes up to
+  ``grid_size**2`` candidates per step (one batch).
 
-Each chooses among ``env.action_masks()`` (no repeated prompts), like the evaluation of trained agents.
+Each chooses among ``env.action_masks()`` (no repeated prompts), like the evaluation of trained agents. The
+mask is read at the action points as the SRM's scores are (bilinearly, :func:`alignsam_gym.labels.sample_bilinear`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-HEURISTICS = ("random", "centre", "srm_greedy")
+from alignsam_gym.labels import sample_bilinear
+from alignsam_gym.metrics import iou
+
+HEURISTICS = ("random", "centre", "srm_greedy", "disagree", "mix", "srm_lookahead", "oracle")
+#: baselines that read the ground truth: reported as upper bounds, never as the best heuristic to beat
+UPPER_BOUNDS = ("oracle",)
+#: cells ``srm_lookahead`` decodes per step (those where the SRM and the mask disagree most)
+LOOKAHEAD_CANDIDATES = 8
 
 
 def centre_order(grid_size: int) -> np.ndarray:
@@ -23,8 +43,29 @@ def centre_order(grid_size: int) -> np.ndarray:
     return np.lexsort((np.arange(grid_size**2), (rows**2 + cols**2).ravel()))
 
 
+def mask_at_actions(env, probability: np.ndarray | None = None) -> np.ndarray:
+    """``(grid_size**2,) float64``: a mask probability (default: the current mask's) at each action point,
+    read as the SRM's scores are.
+
+    :param env: the unwrapped AlignSAM env, in an episode.
+    :param probability: ``(h_m, w_m)`` foreground probability.
+    """
+    prob = env.mask_probability if probability is None else probability
+    return np.array([sample_bilinear(prob, p, env.image_size) for p in env.action_points], dtype=np.float64)
+
+
+def _best(scores: np.ndarray, allowed: np.ndarray) -> int:
+    scores = np.where(allowed, scores, -np.inf)
+    return int(np.argmax(scores))
+
+
 def choose(policy: str, env, rng: np.random.Generator) -> int:
-    """The action of heuristic ``policy`` for the unwrapped AlignSAM env ``env`` in its current state."""
+    """The action of heuristic ``policy`` for the unwrapped AlignSAM env ``env`` in its current state.
+
+    :param policy: one of :data:`HEURISTICS`.
+    :param env: the unwrapped env (``gym.make(...).unwrapped``), in an episode.
+    :param rng: the generator of ``random``'s draws.
+    """
     allowed = env.action_masks()
     if not allowed.any():
         raise RuntimeError("every cell is prompted already; max_prompts exceeds the grid")
@@ -33,8 +74,23 @@ def choose(policy: str, env, rng: np.random.Generator) -> int:
     if policy == "centre":
         order = centre_order(env.grid_size)
         return int(order[allowed[order]][0])
+    if policy not in HEURISTICS:
+        raise ValueError(f"unknown heuristic policy {policy!r}; expected one of {list(HEURISTICS)}")
+    srm = env.srm_scores().astype(np.float64)
     if policy == "srm_greedy":
-        scores = env.srm_scores().astype(np.float64)
-        scores[~allowed] = -np.inf
-        return int(np.argmax(scores))
-    raise ValueError(f"unknown heuristic policy {policy!r}; expected one of {list(HEURISTICS)}")
+        return _best(srm, allowed)
+    disagreement = np.abs(srm - mask_at_actions(env))
+    if policy == "disagree":
+        return _best(disagreement, allowed)
+    if policy == "mix":
+        return _best(disagreement + 0.5 * np.abs(srm - 0.5), allowed)
+    if policy == "srm_lookahead":
+        order = np.argsort(-np.where(allowed, disagreement, -np.inf), kind="stable")
+        candidates = order[:min(LOOKAHEAD_CANDIDATES, int(allowed.sum()))]
+        _, logits = env.preview(candidates)
+        misfit = [np.mean(np.abs(mask_at_actions(env, 1 / (1 + np.exp(-m.astype(np.float64)))) - srm)) for m in logits]
+        return int(candidates[int(np.argmin(misfit))])
+    candidates = np.flatnonzero(allowed)  # oracle
+    _, logits = env.preview(candidates)
+    truth, ignore = env.target_mask, env.target_ignore
+    return int(candidates[int(np.argmax([iou(m > 0, truth, ignore) for m in logits]))])

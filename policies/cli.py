@@ -5,7 +5,7 @@
 - ``alignsam train --config FILE --out DIR``: train a run from a YAML config; ``alignsam train --resume RUN``
   continues an interrupted (or finished, with ``--timesteps``) run.
 - ``alignsam evaluate RUN_OR_POLICY --task T --episodes N --json OUT``: deterministic evaluation;
-  ``random``, ``centre`` and ``srm_greedy`` are built-in policies.
+  the heuristics of :mod:`alignsam_gym.heuristics` are built-in policies.
 - ``alignsam quickstart --out DIR``: PPO + SRM on every embedded task against random + the same SRM.
 - ``alignsam benchmark --config FILE --out DIR``: the policy benchmark (results.json, results.md, plots/).
 - ``alignsam bench decoder|episode|env|soak --json OUT``: the decoder, SAM episode, env throughput and
@@ -516,7 +516,9 @@ def _add_runs(sub: Subcommands) -> None:
     rec.set_defaults(func=cmd_record)
 
 
-POLICY_HELP = "a run folder, a model.zip, or a heuristic: random, centre, srm_greedy"
+#: every name of alignsam_gym.heuristics.HEURISTICS (text here: building the parser imports no torch; a test checks)
+POLICY_HELP = ("a run folder, a model.zip, or a heuristic: random, centre, srm_greedy, disagree, mix, srm_lookahead, "
+               "oracle (an upper bound: it reads the ground truth)")
 
 
 def _add_env_options(parser: argparse.ArgumentParser) -> None:

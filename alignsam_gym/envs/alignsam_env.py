@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -187,6 +187,12 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
         """``(grid_size**2,) float32``: the SRM's foreground probability on the current state at each
         action point (read like a label), for SRM-greedy prompting."""
         return self.core.srm_scores(self._require_episode("srm_scores"))
+
+    def preview(self, actions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """A one-step lookahead: for each of ``actions``, the label the env would give that prompt and the mask
+        logits it would decode, ``(K,) int64`` and ``(K, h_m, w_m) float32``; the episode is not changed. For
+        lookahead baselines (:mod:`alignsam_gym.heuristics`)."""
+        return self.core.preview(self._require_episode("preview"), actions)
 
     def srm_sample(self) -> dict[str, np.ndarray]:
         """The current SRM training example (see :meth:`alignsam_gym.labels.SRMLabeler.training_sample`)."""

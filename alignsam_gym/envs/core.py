@@ -336,6 +336,25 @@ class EnvCore:
         """``(grid_size**2,) float32``: the SRM's probability on the current state at each action point."""
         return self.srm.scores(episode, self.action_points, self.settings.image_size)
 
+    def preview(self, episode: Episode, actions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`step` would give for each of ``actions`` in the episode's current state, the episode left
+        as it is: each prompt labelled as the labeler would label it, all prompt sets decoded in one batch.
+
+        :return: ``(K,) int64`` labels and ``(K, h_m, w_m) float32`` mask logits.
+        """
+        actions = [self.check_action(episode, a) for a in actions]
+        points = [self.action_points[a] for a in actions]
+        size = self.settings.image_size
+        if self.labeler is self.srm:  # one SRM forward for every candidate (the state is the same)
+            labels = (self.srm.scores(episode, np.array(points), size) > 0.5).astype(np.int64)
+        else:
+            labels = np.array([self.labeler.label([episode], [p], size)[0] for p in points], dtype=np.int64)
+        base_points, base_labels = episode.prompt_arrays()
+        logits = self.backend.decode_batch([episode.embedding] * len(actions),
+                                           [np.concatenate([base_points, p[None]]) for p in points],
+                                           [np.concatenate([base_labels, [label]]) for label in labels])
+        return labels, np.stack(logits) if len(actions) else np.zeros((0, *episode.embedding.mask_shape), np.float32)
+
     def _cell_centre(self, flat_index: int, shape: tuple[int, int]) -> np.ndarray:
         row, col = divmod(flat_index, shape[1])
         size = self.settings.image_size

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from alignsam_gym.atomic import write_text
-from alignsam_gym.heuristics import HEURISTICS
+from alignsam_gym.heuristics import HEURISTICS, UPPER_BOUNDS
 from alignsam_gym.metrics import class_mean_iou
 from policies.benchmarks.statistics import interval_estimates, performance_profile, probability_of_improvement
 from policies.benchmarks.statistics import mean as mean_score
@@ -54,10 +54,10 @@ def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = 
 def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
     """One plain sentence per task and learned policy: where its mean mIoU and foreground rate are
     above each heuristic's, and where not, with the numbers."""
-    from alignsam_gym.heuristics import HEURISTICS
+    from alignsam_gym.heuristics import HEURISTICS, UPPER_BOUNDS
 
     learned = [p for p in policies if p not in HEURISTICS]
-    baselines = [p for p in policies if p in HEURISTICS]
+    baselines = [p for p in policies if p in HEURISTICS and p not in UPPER_BOUNDS]
     lines = []
     for task in tasks:
         for policy in learned:
@@ -149,7 +149,7 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]], 
                                                           rng=np.random.default_rng([7, j, i])))))
                  for i, task in enumerate(tasks)}
         for j, (policy, values) in enumerate(miou.items())}
-    heuristics = [p for p in miou if p in HEURISTICS]
+    heuristics = [p for p in miou if p in HEURISTICS and p not in UPPER_BOUNDS]  # the oracle reads the ground truth
     if heuristics:
         best = max(heuristics, key=lambda p: float(miou[p].mean()))
         out["best_heuristic"] = best
@@ -200,6 +200,11 @@ def markdown(report: dict[str, Any]) -> str:
     untrained = sorted({r["policy"] for r in records if not r.get("srm_trained", True)})
     if untrained:
         parts += [f"Policies {untrained} ran with an untrained SRM (no trained algorithm in this grid).", ""]
+    bounds = [p for p in policies if p in UPPER_BOUNDS]
+    if bounds:
+        parts += [f"{', '.join(f'`{p}`' for p in bounds)}: **an upper bound, not a policy**: it reads the ground "
+                  "truth (the one-step lookahead that keeps the prompt with the best true IoU); no learned policy "
+                  "is compared with it as a baseline.", ""]
 
     main = _main_records(config, records)
     groups = _group(main, "task", "policy")

@@ -1,0 +1,112 @@
+"""The baselines of alignsam_gym.heuristics: each chooses an unprompted cell by its definition; the env's one-step
+preview is what a step would give; the oracle takes the best true IoU and is marked an upper bound."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from alignsam_gym.heuristics import HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, choose, mask_at_actions
+from alignsam_gym.metrics import iou
+
+KWARGS = {"task": "synthetic-shapes", "num_images": 2, "split": "test", "init_prompts": "srm", "max_prompts": 6,
+          "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def env():
+    env = gym.make("AlignSAM-v0", **KWARGS)
+    yield env
+    env.close()
+
+
+def _play(env, policy: str, steps: int = 3) -> list[int]:
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 1})
+    rng, actions = np.random.default_rng(0), []
+    for _ in range(steps):
+        action = choose(policy, inner, rng)
+        assert inner.action_masks()[action], f"{policy} chose the prompted cell {action}"
+        actions.append(action)
+        env.step(action)
+    return actions
+
+
+@pytest.mark.parametrize("policy", HEURISTICS)
+def test_every_heuristic_prompts_distinct_unprompted_cells(env, policy):
+    actions = _play(env, policy)
+    assert len(set(actions)) == len(actions)
+
+
+def test_the_preview_is_what_a_step_gives_and_changes_nothing(env):
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 0})
+    env.step(44)
+    before = inner.mask_probability
+    labels, logits = inner.preview([12, 55, 87])
+    assert labels.shape == (3,) and logits.shape == (3, *before.shape)
+    np.testing.assert_array_equal(inner.mask_probability, before)  # the episode is untouched
+    assert not inner.action_masks()[44] and inner.action_masks()[[12, 55, 87]].all()
+    _, _, _, _, info = env.step(55)
+    assert info["label"] == labels[1]
+    assert info["iou"] == pytest.approx(iou(logits[1] > 0, inner.target_mask, inner.target_ignore), abs=1e-12)
+    with pytest.raises(ValueError, match="action must be an integer"):
+        inner.preview([100])
+
+
+def test_disagree_and_mix_take_the_largest_score_of_their_definition(env):
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 1})
+    env.step(0)
+    srm = inner.srm_scores().astype(np.float64)
+    gap = np.abs(srm - mask_at_actions(inner))
+    allowed = inner.action_masks()
+    rng = np.random.default_rng(0)
+    for policy, scores in (("disagree", gap), ("mix", gap + 0.5 * np.abs(srm - 0.5))):
+        chosen = choose(policy, inner, rng)
+        assert scores[chosen] == scores[allowed].max() and allowed[chosen]
+
+
+def test_the_lookahead_tries_the_most_disagreeing_cells_and_keeps_the_one_closest_to_the_srm(env):
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 1})
+    env.step(0)
+    srm = inner.srm_scores().astype(np.float64)
+    gap = np.where(inner.action_masks(), np.abs(srm - mask_at_actions(inner)), -np.inf)
+    candidates = np.argsort(-gap, kind="stable")[:LOOKAHEAD_CANDIDATES]
+    _, logits = inner.preview(candidates)
+    misfit = [np.mean(np.abs(mask_at_actions(inner, 1 / (1 + np.exp(-m.astype(np.float64)))) - srm)) for m in logits]
+    assert choose("srm_lookahead", inner, np.random.default_rng(0)) == candidates[int(np.argmin(misfit))]
+
+
+def test_the_oracle_reaches_the_best_one_step_iou_and_is_an_upper_bound(env):
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 1})
+    env.step(0)
+    allowed = np.flatnonzero(inner.action_masks())
+    _, logits = inner.preview(allowed)
+    best = max(iou(m > 0, inner.target_mask, inner.target_ignore) for m in logits)
+    _, _, _, _, info = env.step(choose("oracle", inner, np.random.default_rng(0)))
+    assert info["iou"] == pytest.approx(best, abs=1e-12)
+    assert UPPER_BOUNDS == ("oracle",) and set(UPPER_BOUNDS) <= set(HEURISTICS)
+
+
+@pytest.mark.parametrize("policy", ["disagree", "mix", "srm_lookahead", "oracle"])
+def test_the_new_baselines_run_through_evaluate(policy):
+    from policies.runs import evaluate
+
+    result = evaluate(policy, {**KWARGS, "num_images": 2}, episodes=2, seed=0, device="cpu")
+    assert result["episodes"] == 2 and 0.0 <= result["miou"] <= 1.0 and len(result["iou_curve"]) == 7
+
+
+def test_unknown_heuristics_are_named(env):
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="unknown heuristic policy 'greedy'"):
+        choose("greedy", env.unwrapped, np.random.default_rng(0))
+
+
+def test_the_command_line_names_every_heuristic():
+    from policies.cli import POLICY_HELP
+
+    assert all(name in POLICY_HELP for name in HEURISTICS)
