@@ -110,3 +110,16 @@ def test_the_command_line_names_every_heuristic():
     from policies.cli import POLICY_HELP
 
     assert all(name in POLICY_HELP for name in HEURISTICS)
+
+
+def test_a_benchmark_reports_the_oracle_as_an_upper_bound_not_the_heuristic_to_beat(tmp_path):
+    from policies.benchmarks.grid import run_benchmark
+
+    config = {"name": "bounds", "tasks": ["synthetic-shapes"], "seeds": [0, 1], "episodes": 2, "test_images": 2,
+              "policies": ["random", "mix", "oracle"], "max_prompts": [3], "frames_at": []}
+    report = run_benchmark(config, tmp_path / "out", progress=False)
+    miou = {r["policy"]: r["miou"] for r in report["results"] if r["seed"] == 0}
+    assert miou["oracle"] >= max(miou["random"], miou["mix"])  # it reads the ground truth
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "`oracle`: **an upper bound, not a policy**" in markdown
+    assert report["statistics"]["best_heuristic"] in ("random", "mix")
