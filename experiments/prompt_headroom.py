@@ -1,5 +1,8 @@
 """How much better than SRM-greedy could a prompter be? Prompting rules without learning, and an oracle.
 
+The rules are :mod:`alignsam_gym.heuristics`' (where they moved from this script; the package's oracle decodes
+its candidates through ``env.preview``, which labels them as the env does: with the SRM here, as before).
+
 With one trained SRM (a run's ``srm.pt``) labelling every prompt, as in the paper's test protocol (SRM
 initial prompts, T = 15), on a task's test split, this measures each rule's final mIoU, its IoU after
 each prompt and its foreground rate:
@@ -28,43 +31,11 @@ import numpy as np
 
 from alignsam_gym import ENV_ID, __version__
 from alignsam_gym.atomic import write_json
-from alignsam_gym.labels import sample_bilinear
-from alignsam_gym.metrics import iou
+from alignsam_gym.heuristics import choose
 from policies.benchmarks.machine import machine
 from policies.runs import load_srm_weights
 
 RULES = ("srm_greedy", "disagree", "mix", "oracle")
-
-
-def _mask_at_actions(inner) -> np.ndarray:
-    """``(grid_size**2,)``: the current mask probability at each action point, read as the SRM's scores are."""
-    prob = inner.mask_probability
-    return np.array([sample_bilinear(prob, p, inner.image_size) for p in inner.action_points])
-
-
-def choose(rule: str, inner) -> int:
-    """The action of ``rule`` in the unwrapped env's current state."""
-    allowed = inner.action_masks()
-    srm = inner.srm_scores().astype(np.float64)
-    if rule == "srm_greedy":
-        scores = srm
-    elif rule == "disagree":
-        scores = np.abs(srm - _mask_at_actions(inner))
-    elif rule == "mix":
-        scores = np.abs(srm - _mask_at_actions(inner)) + 0.5 * np.abs(srm - 0.5)
-    elif rule == "oracle":
-        episode, candidates = inner.episode, np.flatnonzero(allowed)
-        points, labels = episode.prompt_arrays()
-        logits = inner.backend.decode_batch(
-            [episode.embedding] * len(candidates),
-            [np.concatenate([points, inner.action_points[a][None]]) for a in candidates],
-            [np.concatenate([labels, [int(srm[a] > 0.5)]]) for a in candidates])
-        truth = [iou(m > 0, episode.target_mask, episode.target_ignore) for m in logits]
-        return int(candidates[int(np.argmax(truth))])
-    else:
-        raise ValueError(f"unknown rule {rule!r}; expected one of {RULES}")
-    scores[~allowed] = -np.inf
-    return int(np.argmax(scores))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             _, info = env.reset(seed=episode)
             curve, done = [info["iou"]], False
             while not done:
-                _, _, done, _, info = env.step(choose(rule, inner))
+                _, _, done, _, info = env.step(choose(rule, inner, np.random.default_rng(episode)))
                 hits.append(info["is_foreground"])
                 curve.append(info["iou"])
             finals.append(info["iou"])
