@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         ref = reference_seconds(work, args.repeats)
         result = {"command": " ".join(["python", "experiments/time_main_job.py", *(argv or sys.argv[1:])]),
-                  "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+                  "commit": _git("rev-parse", "HEAD"),
+                  "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
                   "reference": {"commit": REFERENCE_COMMIT, "config": REFERENCE_CONFIG, "wall_s": ref,
                                 "unit_s": statistics.median(ref)},
                   "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpu_count": os.cpu_count(),

@@ -360,7 +360,7 @@ def _add_demo(sub: Subcommands) -> None:
 
 def _add_lite_decoder(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lite-decoder", default=None, choices=["v1", "v2"],
-                        help="the embedded backend's decoder version (default v2; v1: package 0.1's, its weights floored)")
+                        help="the embedded backend's decoder version (default v2; v1: package 0.1's, weights floored)")
 
 
 def _lite_decoder_kwargs(args: argparse.Namespace) -> dict[str, str]:

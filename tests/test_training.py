@@ -180,7 +180,8 @@ def test_a_checkpoint_cut_short_while_saving_is_set_aside_and_the_run_starts_aga
     from policies.runs import RunFolder, train
 
     config = {"algorithm": "ppo", "seed": 0, "total_timesteps": 32, "n_envs": 1, "checkpoint_every": None,
-              "env": ENV_KWARGS, "hyperparameters": {**SHORT["ppo"], "policy_kwargs": {"features_extractor_kwargs": SMALL}}}
+              "env": ENV_KWARGS,
+              "hyperparameters": {**SHORT["ppo"], "policy_kwargs": {"features_extractor_kwargs": SMALL}}}
     clean = RunFolder(tmp_path / "clean")
     train(config, clean.path, verbose=False)
     run = RunFolder(tmp_path / "torn")

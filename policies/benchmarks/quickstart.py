@@ -10,7 +10,8 @@ Sized to take at most 10 reference units with a cold embedding cache (``experime
 the measured time and machine are in ``experiments/results/quickstart/README.md``): 2 seeds, and PPO with
 8 envs of 64 steps per rollout (the same 512 steps per update), 4 epochs in minibatches of 128 and a
 32-channel extractor (``alignsam bench train``'s ``fast`` variant, 1.45x the preset's training speed);
-with 3 seeds and the preset it took about 19 units, over half of it in env steps and PPO epochs.
+with 3 seeds and the preset it took about twice as long, most of it in env steps, SRM updates and PPO epochs
+(``experiments/results/quickstart/profile.txt``).
 
 The embedded backend runs with decoder ``v1`` here (``lite_decoder`` / ``--lite-decoder v2`` changes it),
 the decoder its bars were set with, and the faster one: with the default decoder (v2, more accurate under

@@ -1,8 +1,8 @@
 """``alignsam bench train``: training throughput (env steps per second) of PPO + SRM, variant against baseline.
 
 Every variant trains the same config (the quickstart's until it took the ``fast`` settings: PPO + SRM, 4 envs,
-``obs_size`` 10, 2,048 steps on the embedded backend with decoder v1 by default) with one change, in one process and one run, repeated and
-interleaved (baseline, variant, baseline, ...) so the machine's noise hits all alike; the report gives
+``obs_size`` 10, 2,048 steps on the embedded backend with decoder v1 by default) with one change, in one process
+and one run, repeated and interleaved (baseline, variant, baseline, ...) so the machine's noise hits all alike; the report gives
 each variant's median steps per second and its ratio to the baseline's median, and whether the
 variant trains the same weights as the baseline (same seed: bit-identical SRM and policy, or not).
 A profile of one baseline run splits its time into the env step, the SRM callback's update and the
