@@ -14,7 +14,7 @@ Conventions, stated once:
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -181,6 +181,34 @@ def foreground_rate(is_foreground: Iterable[bool]) -> float:
     if values.size == 0:
         raise ValueError("foreground_rate needs at least one point")
     return float(values.mean())
+
+
+def prompts_to_reach(ious: Sequence[float], threshold: float, never: int) -> int:
+    """NoC: the number of prompts after which the IoU first reaches ``threshold`` (``never`` when it does not).
+
+    :param ious: the IoU after prompt 1, 2, ... (not the IoU before the first one).
+    :param threshold: e.g. 0.85 or 0.9.
+    :param never: the count when the threshold is never reached: ``T + 1`` for a budget of ``T`` prompts (the
+        env's convention), ``max_clicks`` in the interactive-segmentation protocol (its convention).
+    """
+    return next((k + 1 for k, value in enumerate(ious) if value >= threshold), never)
+
+
+def prompt_efficiency(curves: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """The prompt-efficiency metrics of episodes: ``miou_at`` (mean IoU after k = 1..T prompts), ``auc`` (the mean
+    of ``miou_at``: the area under that curve over T prompts, in [0, 1]), ``noc85`` and ``noc90`` (mean prompts to
+    reach IoU 0.85 / 0.9, T + 1 when never).
+
+    :param curves: per episode, the IoU after 0, 1, ..., T prompts (``T + 1`` values, all of the same length).
+    """
+    after = np.asarray(curves, dtype=np.float64)[:, 1:]
+    if after.ndim != 2 or after.shape[1] == 0:
+        raise ValueError("prompt_efficiency needs at least one episode of at least one prompt")
+    budget = after.shape[1]
+    at = after.mean(axis=0)
+    return {"miou_at": [float(v) for v in at], "auc": float(at.mean()),
+            **{f"noc{round(t * 100)}": float(np.mean([prompts_to_reach(c, t, budget + 1) for c in after]))
+               for t in (0.85, 0.9)}}
 
 
 def mask_metrics(prob: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> dict[str, float]:

@@ -123,3 +123,7 @@ def test_a_benchmark_reports_the_oracle_as_an_upper_bound_not_the_heuristic_to_b
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "`oracle`: **an upper bound, not a policy**" in markdown
     assert report["statistics"]["best_heuristic"] in ("random", "mix")
+    # every record carries the prompt-efficiency metrics, and results.md their table
+    for r in report["results"]:
+        assert 1 <= r["noc85"] <= r["noc90"] <= 4 and r["auc"] == pytest.approx(sum(r["iou_curve"][1:]) / 3, abs=1e-3)
+    assert "| task | policy | mIoU@1 | mIoU@3 | AUC | NoC@85 | NoC@90 |" in markdown

@@ -114,3 +114,17 @@ def test_dataset_ber_aggregates_counts():
     b = m.confusion_counts(np.zeros((4, 4), bool), np.zeros((4, 4), bool))
     # summed: TP 2 of 4 positives, TN 8 + 16 of 12 + 16 negatives
     assert m.ber_counts([a, b]) == pytest.approx(100 * (1 - (2 / 4 + 24 / 28) / 2))
+
+
+def test_prompt_efficiency_by_its_definition():
+    from alignsam_gym.metrics import prompt_efficiency, prompts_to_reach
+
+    assert prompts_to_reach([0.5, 0.86, 0.91], 0.85, 4) == 2 and prompts_to_reach([0.5, 0.86, 0.91], 0.9, 4) == 3
+    assert prompts_to_reach([0.5, 0.6, 0.7], 0.85, 4) == 4  # never: T + 1
+    curves = [[0.1, 0.5, 0.86, 0.91], [0.2, 0.9, 0.8, 0.95], [0.0, 0.1, 0.2, 0.3]]  # IoU after 0..3 prompts
+    result = prompt_efficiency(curves)
+    assert result["miou_at"] == pytest.approx([0.5, 1.86 / 3, 2.16 / 3])
+    assert result["auc"] == pytest.approx((0.5 + 1.86 / 3 + 2.16 / 3) / 3)
+    assert result["noc85"] == pytest.approx((2 + 1 + 4) / 3) and result["noc90"] == pytest.approx((3 + 1 + 4) / 3)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        prompt_efficiency([[0.3]])

@@ -28,7 +28,7 @@ from scipy.ndimage import distance_transform_edt
 from alignsam_gym import __version__
 from alignsam_gym.backends import PromptableSegmenter
 from alignsam_gym.data.base import SegmentationDataset
-from alignsam_gym.metrics import iou
+from alignsam_gym.metrics import iou, prompts_to_reach
 from policies.benchmarks.decoder import grabcut_segmenter
 from policies.benchmarks.machine import command_line, machine
 
@@ -79,8 +79,9 @@ def run_item(segment: ClickSegmenter, truth: np.ndarray, ignore: np.ndarray | No
 
 
 def number_of_clicks(ious: list[float], threshold: float, max_clicks: int) -> int:
-    """Clicks until the IoU first reaches ``threshold`` (``max_clicks`` when it never does)."""
-    return next((k + 1 for k, value in enumerate(ious) if value >= threshold), max_clicks)
+    """Clicks until the IoU first reaches ``threshold`` (``max_clicks`` when it never does: the protocol's
+    convention; :func:`alignsam_gym.metrics.prompts_to_reach` with ``never=max_clicks``)."""
+    return prompts_to_reach(ious, threshold, max_clicks)
 
 
 def backend_click_segmenter(backend: PromptableSegmenter, image: np.ndarray,

@@ -190,6 +190,30 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
     return parts
 
 
+def _prompt_efficiency(config: dict[str, Any], groups: dict[tuple, list[dict[str, Any]]], tasks: list[str],
+                       policies: list[str], label_source: str, max_prompts: int) -> list[str]:
+    """The field's prompt-efficiency table: mIoU after 1, 3 and 5 prompts (those below T) and after the last,
+    the area under the mIoU-after-k curve, NoC@85 and NoC@90 (T + 1 when never reached), means over seeds
+    (results from before these metrics were recorded have no table)."""
+    early = [k for k in (1, 3, 5) if k < max_prompts]
+    rows = []
+    for task in tasks:
+        for policy in policies:
+            rs = groups.get((task, policy))
+            if not rs or any("noc85" not in r for r in rs):
+                continue
+            at = [_mean_sd([r["iou_curve"][k] for r in rs]) for k in early]
+            rows.append([task, policy, *at, _mean_sd([r["miou"] for r in rs]), _mean_sd([r["auc"] for r in rs]),
+                         _mean_sd([r["noc85"] for r in rs], digits=2), _mean_sd([r["noc90"] for r in rs], digits=2)])
+    if not rows:
+        return []
+    caption = _caption(config, "Prompt efficiency: mIoU after k prompts, the area under the mIoU-after-k curve "
+                               "(its mean over k = 1..T) and NoC@85 / NoC@90 (prompts to reach the IoU, "
+                               f"{max_prompts + 1} when never reached).", label_source, f", T = {max_prompts}")
+    header = ["task", "policy", *(f"mIoU@{k}" for k in early), f"mIoU@{max_prompts}", "AUC", "NoC@85", "NoC@90"]
+    return [caption, "", _table(header, rows), ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, records = report["config"], report["results"]
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -218,6 +242,7 @@ def markdown(report: dict[str, Any]) -> str:
                        for t in tasks] for p in policies]
         parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "", _table(["policy"] + tasks, rows), ""]
 
+    parts += _prompt_efficiency(config, groups, tasks, policies, main_source, main_t)
     voc = [t for t in tasks if t.startswith("voc-")]
     if len(voc) > 1:  # Pascal VOC's convention: the mean over classes of each class's mIoU
         rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",

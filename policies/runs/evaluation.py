@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from alignsam_gym import ENV_ID  # importing the package registers the ids
-from alignsam_gym.metrics import ber_counts, mask_metrics
+from alignsam_gym.metrics import ber_counts, mask_metrics, prompt_efficiency
 from policies.runs.actor import Actor
 
 
@@ -33,7 +33,9 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
     :param model: a model in memory to evaluate instead of ``policy``'s file (``algorithm`` its preset);
         ``policy`` then only names it in messages.
     :return: ``foreground_rate`` (fraction of the agent's prompts on ground-truth foreground, paper Eq. 14),
-        ``miou`` (mean IoU after the last prompt), ``iou_curve`` (mean IoU after 0..T prompts), the final
+        ``miou`` (mean IoU after the last prompt), ``iou_curve`` (mean IoU after 0..T prompts), the prompt
+        efficiency (:func:`alignsam_gym.metrics.prompt_efficiency`: ``auc``, the mean of the curve over prompts
+        1..T, and ``noc85`` / ``noc90``, mean prompts to reach IoU 0.85 / 0.9, T + 1 when never), the final
         masks' mean ``f_beta``, ``f_adaptive``, ``e_measure``, ``mae`` and per-image ``ber``, the dataset
         ``ber_dataset`` (counts summed over episodes), ``return``, ``episodes``, ``srm_branch`` (the SRM
         branch the env ran), ``wall_s``, and ``frames`` (``{prompts: (H, W, 3) uint8}``) when asked.
@@ -70,8 +72,10 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], episodes: int = 20, seed: 
         curves.append(curve)
         returns.append(total)
     env.close()
+    efficiency = prompt_efficiency(curves)
     result = {"foreground_rate": float(np.mean(hits)), "miou": float(np.mean([f["iou"] for f in finals])),
-              "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)]}
+              "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)],
+              "auc": efficiency["auc"], "noc85": efficiency["noc85"], "noc90": efficiency["noc90"]}
     for key in ("f_beta", "f_adaptive", "e_measure", "mae", "ber"):
         result[key] = float(np.mean([f[key] for f in finals]))
     result.update({"ber_dataset": ber_counts(finals), "return": float(np.mean(returns)), "episodes": episodes,
