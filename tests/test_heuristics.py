@@ -53,6 +53,8 @@ def test_the_preview_is_what_a_step_gives_and_changes_nothing(env):
     assert info["iou"] == pytest.approx(iou(logits[1] > 0, inner.target_mask, inner.target_ignore), abs=1e-12)
     with pytest.raises(ValueError, match="action must be an integer"):
         inner.preview([100])
+    labels, logits = inner.preview([])
+    assert labels.shape == (0,) and logits.shape == (0, *before.shape)
 
 
 def test_disagree_and_mix_take_the_largest_score_of_their_definition(env):

@@ -343,6 +343,8 @@ class EnvCore:
         :return: ``(K,) int64`` labels and ``(K, h_m, w_m) float32`` mask logits.
         """
         actions = [self.check_action(episode, a) for a in actions]
+        if not actions:
+            return np.zeros(0, np.int64), np.zeros((0, *episode.embedding.mask_shape), np.float32)
         points = [self.action_points[a] for a in actions]
         size = self.settings.image_size
         if self.labeler is self.srm:  # one SRM forward for every candidate (the state is the same)
@@ -353,7 +355,7 @@ class EnvCore:
         logits = self.backend.decode_batch([episode.embedding] * len(actions),
                                            [np.concatenate([base_points, p[None]]) for p in points],
                                            [np.concatenate([base_labels, [label]]) for label in labels])
-        return labels, np.stack(logits) if len(actions) else np.zeros((0, *episode.embedding.mask_shape), np.float32)
+        return labels, np.stack(logits)
 
     def _cell_centre(self, flat_index: int, shape: tuple[int, int]) -> np.ndarray:
         row, col = divmod(flat_index, shape[1])
