@@ -25,6 +25,7 @@ mask is read at the action points as the SRM's scores are (bilinearly, :func:`al
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from alignsam_gym.labels import sample_bilinear
 from alignsam_gym.metrics import iou
@@ -88,7 +89,7 @@ def choose(policy: str, env, rng: np.random.Generator) -> int:
         order = np.argsort(-np.where(allowed, disagreement, -np.inf), kind="stable")
         candidates = order[:min(LOOKAHEAD_CANDIDATES, int(allowed.sum()))]
         _, logits = env.preview(candidates)
-        misfit = [np.mean(np.abs(mask_at_actions(env, 1 / (1 + np.exp(-m.astype(np.float64)))) - srm)) for m in logits]
+        misfit = [np.mean(np.abs(mask_at_actions(env, expit(m.astype(np.float64))) - srm)) for m in logits]
         return int(candidates[int(np.argmin(misfit))])
     candidates = np.flatnonzero(allowed)  # oracle
     _, logits = env.preview(candidates)

@@ -205,8 +205,10 @@ class SRMLabeler:
         return terms
 
     def label(self, episodes: Sequence[Episode], points: Sequence[np.ndarray], image_size: int) -> list[int]:
-        probs = self.probabilities(episodes)
-        return [int(sample_bilinear(prob, p, image_size) > 0.5) for prob, p in zip(probs, points)]
+        # one SRM map per distinct episode: a lookahead labels many candidate points of the same state
+        distinct = list({id(e): e for e in episodes}.values())
+        probs = dict(zip((id(e) for e in distinct), self.probabilities(distinct)))
+        return [int(sample_bilinear(probs[id(e)], p, image_size) > 0.5) for e, p in zip(episodes, points)]
 
     def scores(self, episode: Episode, points: np.ndarray, image_size: int) -> np.ndarray:
         """``(len(points),) float32``: the SRM's probability on the current state at each point."""

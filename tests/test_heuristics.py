@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from scipy.special import expit
 
 from alignsam_gym.heuristics import HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, choose, mask_at_actions
 from alignsam_gym.metrics import iou
@@ -78,7 +79,7 @@ def test_the_lookahead_tries_the_most_disagreeing_cells_and_keeps_the_one_closes
     gap = np.where(inner.action_masks(), np.abs(srm - mask_at_actions(inner)), -np.inf)
     candidates = np.argsort(-gap, kind="stable")[:LOOKAHEAD_CANDIDATES]
     _, logits = inner.preview(candidates)
-    misfit = [np.mean(np.abs(mask_at_actions(inner, 1 / (1 + np.exp(-m.astype(np.float64)))) - srm)) for m in logits]
+    misfit = [np.mean(np.abs(mask_at_actions(inner, expit(m.astype(np.float64))) - srm)) for m in logits]
     assert choose("srm_lookahead", inner, np.random.default_rng(0)) == candidates[int(np.argmin(misfit))]
 
 

@@ -346,11 +346,7 @@ class EnvCore:
         if not actions:
             return np.zeros(0, np.int64), np.zeros((0, *episode.embedding.mask_shape), np.float32)
         points = [self.action_points[a] for a in actions]
-        size = self.settings.image_size
-        if self.labeler is self.srm:  # one SRM forward for every candidate (the state is the same)
-            labels = (self.srm.scores(episode, np.array(points), size) > 0.5).astype(np.int64)
-        else:
-            labels = np.array([self.labeler.label([episode], [p], size)[0] for p in points], dtype=np.int64)
+        labels = np.array(self.labeler.label([episode] * len(points), points, self.settings.image_size), np.int64)
         base_points, base_labels = episode.prompt_arrays()
         logits = self.backend.decode_batch([episode.embedding] * len(actions),
                                            [np.concatenate([base_points, p[None]]) for p in points],

@@ -54,8 +54,6 @@ def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = 
 def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
     """One plain sentence per task and learned policy: where its mean mIoU and foreground rate are
     above each heuristic's, and where not, with the numbers."""
-    from alignsam_gym.heuristics import HEURISTICS, UPPER_BOUNDS
-
     learned = [p for p in policies if p not in HEURISTICS]
     baselines = [p for p in policies if p in HEURISTICS and p not in UPPER_BOUNDS]
     lines = []
@@ -83,8 +81,6 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
                    policies: list[str], label_source: str, max_prompts: int) -> list[str]:
     """Each learned policy against random with the same SRM (the paper's "w/o RL"): the margins per task
     and how many tasks clear the quickstart's bars (foreground rate +15 points, mIoU above random)."""
-    from alignsam_gym.heuristics import HEURISTICS
-
     parts = []
     for policy in [p for p in policies if p not in HEURISTICS]:
         rows, fg_bar, miou_bar, compared = [], 0, 0, 0
