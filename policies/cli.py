@@ -4,7 +4,7 @@
   annotated GIF and PNG strip of it and ``episode.json``.
 - ``alignsam train --config FILE --out DIR``: train a run from a YAML config; ``alignsam train --resume RUN``
   continues an interrupted (or finished, with ``--timesteps``) run.
-- ``alignsam evaluate RUN_OR_POLICY --task T --episodes N --json OUT``: deterministic evaluation;
+- ``alignsam evaluate RUN_OR_POLICY --task T [--images N] --json OUT``: every image of the split once;
   the heuristics of :mod:`alignsam_gym.heuristics` are built-in policies.
 - ``alignsam quickstart --out DIR``: PPO + SRM on every embedded task against random + the same SRM.
 - ``alignsam benchmark --config FILE --out DIR``: the policy benchmark (results.json, results.md, plots/).
@@ -245,12 +245,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     env_kwargs = _env_kwargs(args)
     srm = load_srm_weights(args.srm) if args.srm else None
-    result = evaluate(args.policy, env_kwargs, episodes=args.episodes, seed=args.seed, srm_weights=srm,
+    result = evaluate(args.policy, env_kwargs, images=args.images, seed=args.seed, srm_weights=srm,
                       device=args.device)
     result.update({"policy": args.policy, **env_kwargs, "seed": args.seed})
-    print(f"{'policy':24s} {'task':20s} {'episodes':>8s} {'fg rate':>8s} {'mIoU':>7s} {'F-beta':>7s} "
+    print(f"{'policy':24s} {'task':20s} {'images':>8s} {'fg rate':>8s} {'mIoU':>7s} {'F-beta':>7s} "
           f"{'E-phi':>7s} {'MAE':>7s} {'BER %':>7s} {'return':>7s}")
-    print(f"{args.policy[-24:]:24s} {args.task:20s} {result['episodes']:8d} {result['foreground_rate']:8.3f} "
+    print(f"{args.policy[-24:]:24s} {args.task:20s} {result['images']:8d} {result['foreground_rate']:8.3f} "
           f"{result['miou']:7.3f} {result['f_beta']:7.3f} {result['e_measure']:7.3f} {result['mae']:7.3f} "
           f"{result['ber_dataset']:7.2f} {result['return']:7.2f}")
     return _write_result(args, result)
@@ -296,7 +296,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from policies.benchmarks.quickstart import REPORT_NAME, run_quickstart
 
     report = run_quickstart(args.out, tasks=args.tasks, seeds=args.seeds, timesteps=args.timesteps,
-                            episodes=args.episodes, num_images=args.num_images, test_images=args.test_images,
+                            images=args.images, num_images=args.num_images, test_images=args.test_images,
                             lite_decoder=args.lite_decoder)
     out = Path(args.out)
     print()
@@ -497,7 +497,9 @@ def _add_runs(sub: Subcommands) -> None:
     ev = sub.add_parser("evaluate", help="deterministic evaluation of a run folder, model.zip or a heuristic")
     ev.add_argument("policy", help=POLICY_HELP)
     _add_env_options(ev)
-    ev.add_argument("--json", default=None)
+    ev.add_argument("--images", type=int, default=None,
+                    help="images of the split to play, each once (default: every one; fewer: a fixed seeded sample)")
+    ev.add_argument("--json", default=None, help="write the metrics and one row per episode to this JSON file")
     ev.set_defaults(func=cmd_evaluate)
 
     rl = sub.add_parser("rllib", help="train RLlib's PPO (new API stack) on AlignSAM-v0 (the [ray] extra)")
@@ -510,6 +512,7 @@ def _add_runs(sub: Subcommands) -> None:
     rec = sub.add_parser("record", help="episodes of a run or a heuristic as a Minari dataset (the [minari] extra)")
     rec.add_argument("--policy", required=True, help=POLICY_HELP)
     _add_env_options(rec)
+    rec.add_argument("--episodes", type=int, default=20)
     rec.add_argument("--dataset-id", required=True, help="Minari id, e.g. alignsam/grabcut/srm_greedy-v0")
     rec.add_argument("--datasets-path", default=None,
                      help="Minari's datasets folder (default $MINARI_DATASETS_PATH or ~/.minari/datasets)")
@@ -525,9 +528,9 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
     """The env options of ``evaluate`` and ``record``."""
     parser.add_argument("--task", default="synthetic-saliency")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--num-images", type=int, default=50)
-    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--num-images", type=int, default=50,
+                        help="training images (the few-shot subset; val is the rest of the training images)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--obs-size", type=int, default=None, help="default: as the run was trained")
     parser.add_argument("--obs-mode", default=None, choices=["full", "compact"],
@@ -545,7 +548,7 @@ def _add_grids(sub: Subcommands) -> None:
     qs.add_argument("--tasks", nargs="+", default=None, help=f"default: {' '.join(SYNTHETIC_TASKS)}")
     qs.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1")
     qs.add_argument("--timesteps", type=int, default=None)
-    qs.add_argument("--episodes", type=int, default=None)
+    qs.add_argument("--images", type=int, default=None, help="test images per record (default: every one)")
     qs.add_argument("--num-images", type=int, default=None, help="training images per task")
     qs.add_argument("--test-images", type=int, default=None, help="test images per task")
     qs.add_argument("--lite-decoder", default=None, choices=["v1", "v2"],

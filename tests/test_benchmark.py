@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -14,7 +15,7 @@ from policies.cli import main
 
 TINY = {
     "name": "tiny", "tasks": ["synthetic-shapes"], "seeds": [0], "policies": ["random", "centre", "srm_greedy", "ppo"],
-    "label_sources": ["srm", "positive"], "max_prompts": [2, 3], "episodes": 2, "test_images": 2,
+    "label_sources": ["srm", "positive"], "max_prompts": [2, 3], "test_images": 2,
     "frames_at": [0, 1, 3],
     "train": {"total_timesteps": 32, "num_images": 1, "n_envs": 2,
               "env": {"obs_size": 10},
@@ -34,8 +35,20 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     assert len(records) == 4 * 2 * 2
     for r in records:
         assert all(k in r for k in METRICS) and 0 <= r["miou"] <= 1 and 0 <= r["foreground_rate"] <= 1
-        assert len(r["iou_curve"]) == r["max_prompts"] + 1 and r["backend"] == "lite" and r["episodes"] == 2
-        assert r["checkpoints"]["srm"] is not None  # the heuristics use the PPO run's trained SRM
+        assert len(r["iou_curve"]) == r["max_prompts"] + 1 and r["backend"] == "lite"
+        assert r["images"] == r["split_size"] == 2 and r["split"] == "test"  # the whole test split, once each
+        assert r["checkpoints"]["srm"] is not None and r["srm"] == "ppo"  # the heuristics use the PPO run's SRM
+    # one row per episode beside results.json, agreeing with the records' means
+    rows = pd.read_parquet(out / "results_episodes.parquet")
+    assert len(rows) == 2 * len(records)
+    for r in records:
+        mine = rows[(rows.policy == r["policy"]) & (rows.label_source == r["label_source"])
+                    & (rows.max_prompts == r["max_prompts"])]
+        assert sorted(mine.image_index) == [0, 1] and set(mine.image_id) == {"synthetic-shapes/test/0000",
+                                                                             "synthetic-shapes/test/0001"}
+        assert mine.final_iou.mean() == pytest.approx(r["miou"])
+        assert np.mean(np.stack(mine.iou.to_list()), axis=0) == pytest.approx(r["iou_curve"], abs=1e-4)
+        assert all(len(a) == r["max_prompts"] for a in mine.actions)
     ppo = next(r for r in records if r["policy"] == "ppo")
     assert ppo["checkpoints"]["model"] is not None and ppo["package_version"]
     md = (out / "results.md").read_text()
@@ -48,16 +61,17 @@ def test_benchmark_end_to_end_and_resume(tmp_path, capsys):
     # rerunning resumes: nothing is evaluated or trained again
     assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "results.json").read_text())["results"] == records
-    config.write_text(yaml.safe_dump({**TINY, "episodes": 3}))
+    assert len(pd.read_parquet(out / "results_episodes.parquet")) == len(rows)  # not duplicated
+    config.write_text(yaml.safe_dump({**TINY, "images": 1}))
     assert main(["benchmark", "--config", str(config), "--out", str(out), "--quiet"]) == 2
     assert "holds a benchmark of another config" in capsys.readouterr().err
-    assert yaml.safe_load((out / "config.yaml").read_text())["episodes"] == 2  # the record of the run stays
+    assert yaml.safe_load((out / "config.yaml").read_text())["images"] is None  # the record of the run stays
 
 
 def test_a_benchmark_is_not_resumed_with_another_backend(tmp_path, capsys):
     """Records computed with one decoder are never mixed with another's: a results file records the backend
     identity; one from before identities were recorded (``lite`` then meant decoder v1) resumes only with v1."""
-    heuristics = {**TINY, "policies": ["random"], "label_sources": ["srm"], "max_prompts": [2], "episodes": 1,
+    heuristics = {**TINY, "policies": ["random"], "label_sources": ["srm"], "max_prompts": [2],
                   "test_images": 1}
     config, out = tmp_path / "tiny.yaml", tmp_path / "out"
     config.write_text(yaml.safe_dump(heuristics))
@@ -132,8 +146,8 @@ def test_grid_statistics_curves_and_per_algorithm_hyperparameters(tmp_path):
     from policies.benchmarks.grid import run_benchmark
 
     config = {"name": "stats", "tasks": ["synthetic-shapes"], "seeds": [0, 1], "policies": ["random", "ppo", "a2c"],
-              "episodes": 2, "test_images": 2, "max_prompts": [4], "frames_at": [],
-              "train": {"total_timesteps": 32, "num_images": 2, "n_envs": 2, "eval_every": 16, "eval_episodes": 1,
+              "test_images": 2, "max_prompts": [4], "frames_at": [],
+              "train": {"total_timesteps": 32, "num_images": 2, "n_envs": 2, "eval_every": 16,
                         "eval_images": 1, "env": {"obs_size": 10, "max_prompts": 4},
                         "hyperparameters": {"ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
                                             "a2c": {"n_steps": 4}}}}
@@ -143,6 +157,14 @@ def test_grid_statistics_curves_and_per_algorithm_hyperparameters(tmp_path):
     for row in stats["miou"].values():
         assert row["iqm_low"] <= row["iqm"] <= row["iqm_high"] and row["runs"] == 2 and row["tasks"] == 1
     assert set(stats["probability_of_improvement"]) == {"ppo", "a2c"}
+    # random ran under each agent's SRM; each agent is paired with it under its own, on both seeds' images
+    assert sorted((r["srm"], r["seed"]) for r in report["results"] if r["policy"] == "random") == [
+        ("a2c", 0), ("a2c", 1), ("ppo", 0), ("ppo", 1)]
+    paired = {(c["agent"], c["baseline"], c["metric"]): c for c in stats["paired"]}
+    assert set(paired) == {(a, "random", m) for a in ("ppo", "a2c") for m in ("miou", "foreground_rate")}
+    for c in paired.values():
+        assert c["seeds"] == 2 and c["images"] == 2 and c["low"] <= c["difference"] <= c["high"]
+        assert c["difference"] == pytest.approx(c["agent_mean"] - c["baseline_mean"]) and 0 <= c["p_value"] <= 1
     trained = [r for r in report["results"] if r["policy"] != "random"]
     assert all([p["env_steps"] for p in r["curve"]] == [0, 16, 32] for r in trained)
     from policies.runs import RunFolder
@@ -151,3 +173,4 @@ def test_grid_statistics_curves_and_per_algorithm_hyperparameters(tmp_path):
     assert (tmp_path / "plots" / "performance_profile.png").is_file()
     assert (tmp_path / "plots" / "learning_curves_synthetic-shapes.png").is_file()
     assert "## Aggregate statistics" in (tmp_path / "results.md").read_text()
+    assert "## Paired comparisons" in (tmp_path / "results.md").read_text()

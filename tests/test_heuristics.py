@@ -99,8 +99,8 @@ def test_the_oracle_reaches_the_best_one_step_iou_and_is_an_upper_bound(env):
 def test_the_new_baselines_run_through_evaluate(policy):
     from policies.runs import evaluate
 
-    result = evaluate(policy, {**KWARGS, "num_images": 2}, episodes=2, seed=0, device="cpu")
-    assert result["episodes"] == 2 and 0.0 <= result["miou"] <= 1.0 and len(result["iou_curve"]) == 7
+    result = evaluate(policy, {**KWARGS, "num_images": 2}, seed=0, device="cpu")
+    assert result["images"] == 2 and 0.0 <= result["miou"] <= 1.0 and len(result["iou_curve"]) == 7
 
 
 def test_unknown_heuristics_are_named(env):
@@ -118,7 +118,7 @@ def test_the_command_line_names_every_heuristic():
 def test_a_benchmark_reports_the_oracle_as_an_upper_bound_not_the_heuristic_to_beat(tmp_path):
     from policies.benchmarks.grid import run_benchmark
 
-    config = {"name": "bounds", "tasks": ["synthetic-shapes"], "seeds": [0, 1], "episodes": 2, "test_images": 2,
+    config = {"name": "bounds", "tasks": ["synthetic-shapes"], "seeds": [0, 1], "test_images": 2,
               "policies": ["random", "mix", "oracle"], "max_prompts": [3], "frames_at": []}
     report = run_benchmark(config, tmp_path / "out", progress=False)
     miou = {r["policy"]: r["miou"] for r in report["results"] if r["seed"] == 0}

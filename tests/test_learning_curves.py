@@ -8,7 +8,7 @@ from stable_baselines3 import PPO
 
 from policies.runs import RunConfig, RunFolder, load_srm_weights, train
 
-TINY = {"algorithm": "ppo", "seed": 0, "total_timesteps": 128, "n_envs": 2, "eval_episodes": 2, "eval_images": 2,
+TINY = {"algorithm": "ppo", "seed": 0, "total_timesteps": 128, "n_envs": 2, "eval_images": 2,
         "env": {"task": "synthetic-shapes", "num_images": 2, "obs_size": 10, "max_prompts": 4},
         "hyperparameters": {"n_steps": 32, "batch_size": 32, "n_epochs": 1,
                             "policy_kwargs": {"features_extractor_kwargs": {"channels": 16}}}}
@@ -21,7 +21,8 @@ def test_curve_points_and_training_unchanged(tmp_path, obs_mode, vec_env):
     train(config, tmp_path / "without", verbose=False)
     curve = RunFolder(tmp_path / "with").read_curve()
     assert [p["env_steps"] for p in curve] == [0, 64, 128]
-    assert all(0 <= p["miou"] <= 1 and 0 <= p["foreground_rate"] <= 1 and p["episodes"] == 2 for p in curve)
+    assert all(0 <= p["miou"] <= 1 and 0 <= p["foreground_rate"] <= 1 and p["images"] == 2
+               and p["split"] == "val" for p in curve)
     assert not RunFolder(tmp_path / "without").curve_file.exists()
     # evaluations draw no random numbers the training uses: the same weights either way
     for name in ("with", "without"):
@@ -42,7 +43,7 @@ def test_curve_reader_keeps_the_last_point_per_step_and_skips_a_torn_line(tmp_pa
     assert run.read_curve() == [{"env_steps": 0, "miou": 0.1}, {"env_steps": 64, "miou": 0.3}]
 
 
-@pytest.mark.parametrize("key, value", [("eval_every", 0), ("eval_episodes", 0), ("eval_images", True)])
+@pytest.mark.parametrize("key, value", [("eval_every", 0), ("eval_images", 0), ("eval_images", True)])
 def test_bad_curve_settings_name_the_key(key, value):
     with pytest.raises(ValueError, match=key):
         RunConfig.from_dict({**TINY, key: value})

@@ -25,7 +25,7 @@ from policies.runs import load_srm_weights  # noqa: E402
 pytestmark = pytest.mark.ray
 
 GRID = {"name": "ray-check", "tasks": ["synthetic-shapes"], "seeds": [0], "policies": ["random", "centre", "ppo"],
-        "episodes": 2, "test_images": 2, "max_prompts": [4], "frames_at": [],
+        "test_images": 2, "max_prompts": [4], "frames_at": [],
         "train": {"total_timesteps": 64, "num_images": 2, "n_envs": 2,
                   "env": {"obs_size": 10, "max_prompts": 4},
                   "hyperparameters": {"n_steps": 16, "batch_size": 16, "n_epochs": 1,

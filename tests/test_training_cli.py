@@ -39,11 +39,14 @@ def test_train_resume_and_evaluate(tmp_path, config_file, capsys):
 
     for policy in (str(run), "random"):
         out = tmp_path / f"eval-{len(policy)}.json"
-        assert main(["evaluate", policy, "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "2",
+        assert main(["evaluate", policy, "--task", "synthetic-shapes", "--num-images", "3", "--images", "2",
                      "--obs-size", "10", "--json", str(out)]) == 0
         result = json.loads(out.read_text())
         assert 0 <= result["foreground_rate"] <= 1 and 0 <= result["miou"] <= 1
-        assert len(result["iou_curve"]) == 16 and result["episodes"] == 2
+        assert len(result["iou_curve"]) == 16 and result["images"] == 2 and result["split"] == "test"
+        # one row per episode: every image of the sample once, each with its steps and the IoU after them
+        assert len(result["episodes"]) == 2 and len({e["image_index"] for e in result["episodes"]}) == 2
+        assert all(len(e["actions"]) == 15 and len(e["iou"]) == 16 for e in result["episodes"])
 
 
 def test_evaluate_observes_as_the_run_was_trained(tmp_path):
@@ -55,9 +58,9 @@ def test_evaluate_observes_as_the_run_was_trained(tmp_path):
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     run, out = tmp_path / "run", tmp_path / "eval.json"
     assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(run), "--no-progress"]) == 0
-    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "2",
+    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "3", "--images", "2",
                  "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["episodes"] == 2
+    assert json.loads(out.read_text())["images"] == 2
 
 
 def test_bad_config_names_the_file(tmp_path, capsys):
@@ -73,14 +76,14 @@ def test_bad_config_names_the_file(tmp_path, capsys):
 def test_quickstart_writes_the_report(tmp_path):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), "--tasks", "synthetic-shapes", "--seeds", "0", "--timesteps", "64",
-                 "--episodes", "2", "--num-images", "1", "--test-images", "1"]) == 0
+                 "--images", "2", "--num-images", "1", "--test-images", "3"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert [(r["task"], r["policy"], r["seed"]) for r in report["results"]] == [
         ("synthetic-shapes", "ppo", 0), ("synthetic-shapes", "random", 0)]
     for record in report["results"]:
         assert 0 <= record["foreground_rate"] <= 1 and 0 <= record["miou"] <= 1
         assert record["backend"] == "lite" and record["label_source"] == "srm" and len(record["iou_curve"]) == 16
-        assert record["srm_branch"] == "implicit"
+        assert record["srm_branch"] == "implicit" and record["images"] == 2 and record["split_size"] == 3
     assert "synthetic-shapes" in (out / "report.md").read_text()
 
 
@@ -112,7 +115,7 @@ def test_record_a_trained_run_as_a_minari_dataset(tmp_path, config_file):
     minari = pytest.importorskip("minari")
     run = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(run), "--no-progress"]) == 0
-    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "1"]) == 0
+    assert main(["evaluate", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--images", "1"]) == 0
     assert main(["record", "--policy", str(run), "--task", "synthetic-shapes", "--num-images", "1", "--episodes", "2",
                  "--dataset-id", "alignsam/synthetic-shapes/ppo-v0", "--datasets-path", str(tmp_path / "minari")]) == 0
     dataset = minari.load_dataset("alignsam/synthetic-shapes/ppo-v0")

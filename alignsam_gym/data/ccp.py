@@ -4,8 +4,9 @@
 the class on line ``k + 1`` of ``root/labels.txt``, 0 = ``null``). Binary tasks: ``person`` = every
 non-zero label (implicit semantics), or one class name such as ``hair`` (explicit semantics). A
 label value beyond the classes of ``labels.txt`` is an error naming the file.
-Splits: the sorted stems are cut in two, the first two thirds ``train`` and the rest ``test``; a
-training subset of ``num_images`` is drawn from ``train`` with ``seed``.
+Splits: the sorted stems are cut in two, the first two thirds for training and the rest ``test``; ``train``
+is a subset of ``num_images`` of the training images drawn with ``seed``, ``val`` the other training images
+(:func:`~alignsam_gym.data.paired.split_items`).
 """
 
 from __future__ import annotations
@@ -15,19 +16,20 @@ from pathlib import Path
 import numpy as np
 
 from alignsam_gym.data.io import check_values
-from alignsam_gym.data.paired import PairedDataset, few_shot, pair_folders
+from alignsam_gym.data.paired import PairedDataset, pair_folders, split_items
 
 
 def train_test_cut(pairs: list, split: str) -> list:
-    """The first two thirds of ``pairs`` (``train``), the rest (``test``), or all (``all``)."""
+    """The first two thirds of ``pairs`` (the training images, ``train`` and ``val``), the rest (``test``), or all
+    (``all``)."""
     cut = (2 * len(pairs)) // 3
-    if split == "train":
+    if split in ("train", "val"):
         return pairs[:cut]
     if split == "test":
         return pairs[cut:]
     if split == "all":
         return list(pairs)
-    raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    raise ValueError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
 
 
 class CCPDataset(PairedDataset):
@@ -35,8 +37,9 @@ class CCPDataset(PairedDataset):
 
     :param root: the folder holding ``images/``, ``labels/`` and ``labels.txt``.
     :param target: ``"person"`` or a class name from ``labels.txt``.
-    :param split: ``"train"``, ``"test"`` or ``"all"``.
-    :param num_images: for ``train``, the size of the seeded subset (None = every training image).
+    :param split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
+    :param num_images: for ``train``, the size of the seeded subset (None = every training image); ``val`` is
+        the training images outside that subset.
     :param seed: seed of the subset draw.
     """
 
@@ -56,8 +59,8 @@ class CCPDataset(PairedDataset):
         self.target = target
         self.class_id = None if target == "person" else self.classes.index(target)
         pairs = train_test_cut(pair_folders(self.root / "images", self.root / "labels"), split)
-        if split == "train":
-            pairs = few_shot(pairs, num_images, seed)
+        if split in ("train", "val"):
+            pairs = split_items(pairs, split, num_images, seed)
         super().__init__(f"ccp-{target}", pairs, self._binarize)
 
     @property

@@ -15,9 +15,9 @@ task            layout under ``data_root``                                      
                 lists ``train.txt`` / ``val.txt``                                     (image, id); 255 ignored
 ==============  ====================================================================  ===========================
 
-Splits: ``all`` is the whole set (the click benchmark's); ``train`` and ``test`` cut the sorted items
-two thirds / one third (SBD: its ``train.txt`` / ``val.txt``), and ``train`` is a few-shot subset of
-``num_images`` drawn with ``seed``. Bad files fail as the other loaders' do, naming the file.
+Splits: ``all`` is the whole set (the click benchmark's); the training images and ``test`` cut the sorted
+items two thirds / one third (SBD: its ``train.txt`` / ``val.txt``); ``train`` is a few-shot subset of
+``num_images`` training images drawn with ``seed``, ``val`` the other training images. Bad files fail as the other loaders' do, naming the file.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 from alignsam_gym.data.base import Sample, SegmentationDataset
 from alignsam_gym.data.ccp import train_test_cut
 from alignsam_gym.data.io import check_values, read_image, safe_name
-from alignsam_gym.data.paired import PairedDataset, few_shot, pair_folders
+from alignsam_gym.data.paired import PairedDataset, pair_folders, split_items
 
 BAND = 128
 SBD_IGNORE = 255
@@ -57,7 +57,7 @@ def _any_nonzero(label: np.ndarray, path: Path) -> np.ndarray:
 
 def _split(pairs: list, split: str, num_images: int | None, seed: int) -> list:
     pairs = train_test_cut(pairs, split)
-    return few_shot(pairs, num_images, seed) if split == "train" else pairs
+    return pairs if split == "all" else split_items(pairs, split, num_images, seed)
 
 
 def grabcut(root: Path, split: str = "all", num_images: int | None = 50, seed: int = 0) -> PairedDataset:
@@ -109,17 +109,18 @@ class SBDInstances(SegmentationDataset):
     """SBD (Hariharan et al. 2011) as interactive-segmentation items: one per (image, instance id).
 
     :param root: the folder holding ``img/``, ``inst/`` and the lists ``train.txt`` / ``val.txt``.
-    :param split: ``"test"`` (``val.txt``, the benchmark's) or ``"all"`` (the same), or ``"train"``.
-    :param num_images: for ``train``, the size of the seeded subset of items.
+    :param split: ``"test"`` (``val.txt``, the benchmark's) or ``"all"`` (the same), or ``"train"`` / ``"val"``
+        (``train.txt``).
+    :param num_images: for ``train``, the size of the seeded subset of items; ``val`` is the other items.
     """
 
     task = "sbd"
 
     def __init__(self, root: str | Path, split: str = "test", num_images: int | None = None, seed: int = 0) -> None:
         self.root = Path(root)
-        if split not in ("train", "test", "all"):
-            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-        listing = self.root / ("train.txt" if split == "train" else "val.txt")
+        if split not in ("train", "val", "test", "all"):
+            raise ValueError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
+        listing = self.root / ("train.txt" if split in ("train", "val") else "val.txt")
         if not listing.is_file():
             raise FileNotFoundError(f"{listing}: the SBD list is missing")
         ids = [safe_name(self.root, line.strip(), "SBD image id") for line in listing.read_text().split()]
@@ -130,8 +131,8 @@ class SBDInstances(SegmentationDataset):
                 raise FileNotFoundError(f"{mat}: instance file of {image_id} (listed in {listing}) is missing")
             labels = np.unique(read_sbd_instances(mat))
             items += [(image_id, int(k)) for k in labels if k not in (0, SBD_IGNORE)]
-        if split == "train":
-            items = few_shot(items, num_images, seed)
+        if split in ("train", "val"):
+            items = split_items(items, split, num_images, seed)
         self.items = items
 
     def __len__(self) -> int:

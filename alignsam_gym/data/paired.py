@@ -78,14 +78,58 @@ def pair_folders(image_dir: Path, mask_dir: Path, mask_extensions: tuple[str, ..
     return [Pair(s, images[s], masks[s]) for s in wanted]
 
 
-def few_shot(pairs: list[Pair], num_images: int | None, seed: int) -> list[Pair]:
-    """A seeded subset of ``num_images`` pairs (all when None or at least as many), in stem order."""
-    if num_images is None or num_images >= len(pairs):
-        return list(pairs)
+#: the splits every task has: ``train`` (the few-shot training subset), ``val`` (the rest of the training
+#: images, for learning curves, early stopping and tuning) and ``test`` (touched only by the final benchmark)
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str) -> None:
+    """:raises ValueError: unless ``split`` is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+
+
+def stored_split(split: str) -> str:
+    """The part of a dataset's distributed layout a split reads: ``val`` is cut from the training images."""
+    check_split(split)
+    return "test" if split == "test" else "train"
+
+
+def few_shot_indices(count: int, num_images: int | None, seed: int) -> list[int]:
+    """Sorted indices of a seeded subset of ``num_images`` of ``count`` items, drawn without replacement (all when
+    None or at least ``count``): the one subset draw of the package (few-shot subsets, evaluation samples)."""
+    if num_images is None or num_images >= count:
+        return list(range(count))
     if num_images < 1:
         raise ValueError(f"num_images must be at least 1, got {num_images}")
-    pick = np.random.default_rng(seed).choice(len(pairs), size=num_images, replace=False)
-    return [pairs[i] for i in sorted(pick)]
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(count, size=num_images, replace=False))
+
+
+def few_shot(pairs: list, num_images: int | None, seed: int) -> list:
+    """A seeded subset of ``num_images`` items (all when None or at least as many), in their order."""
+    return [pairs[i] for i in few_shot_indices(len(pairs), num_images, seed)]
+
+
+def split_items(items: list, split: str, num_images: int | None, seed: int) -> list:
+    """A split of ``items``, the stored training images (``train``, ``val``) or the stored test images (``test``).
+
+    ``train`` is the few-shot subset of ``num_images`` drawn with ``seed`` (:func:`few_shot`); ``val`` is every
+    training image outside that subset, in order, so the same ``num_images`` and ``seed`` give disjoint
+    splits; ``test`` is ``items`` whole.
+
+    :raises ValueError: for ``val`` when the subset takes every training image.
+    """
+    check_split(split)
+    if split == "test":
+        return list(items)
+    chosen = few_shot_indices(len(items), num_images, seed)
+    if split == "train":
+        return [items[i] for i in chosen]
+    rest = sorted(set(range(len(items))) - set(chosen))
+    if not rest:
+        raise ValueError(f"split 'val' holds the training images outside the few-shot subset, but num_images="
+                         f"{num_images} takes all {len(items)} of them: pass a smaller num_images")
+    return [items[i] for i in rest]
 
 
 class PairedDataset(SegmentationDataset):

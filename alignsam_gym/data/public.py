@@ -1,7 +1,8 @@
 """Loaders for the paper's datasets in their distributed folder layouts, and the generic ``folder`` pairing.
 
-``data_root`` is the folder the archive unpacks to. Train splits are few-shot subsets drawn with a
-seed (:func:`~alignsam_gym.data.paired.few_shot`); test splits are the official test sets.
+``data_root`` is the folder the archive unpacks to. ``train`` is a few-shot subset of the training images drawn
+with a seed, ``val`` the other training images (:func:`~alignsam_gym.data.paired.split_items`); ``test`` is
+the official test set.
 
 ==============  ========================================================================  =========================
 task            layout under ``data_root`` (train / test)                                 mask rule
@@ -32,7 +33,7 @@ import numpy as np
 
 from alignsam_gym.data.ccp import train_test_cut
 from alignsam_gym.data.io import check_values, read_label_map, safe_name
-from alignsam_gym.data.paired import Pair, PairedDataset, binary_mask, few_shot, nonzero_mask, pair_folders
+from alignsam_gym.data.paired import Pair, PairedDataset, binary_mask, nonzero_mask, pair_folders, split_items, stored_split
 
 #: Pascal VOC 2012 classes; the index is the label value
 VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -42,46 +43,39 @@ VOC_IGNORE = 255
 CUHK_TEST_IMAGES = 100
 
 
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-
-
 def _finish(task: str, pairs: list[Pair], split: str, num_images: int | None, seed: int,
             binarize=binary_mask) -> PairedDataset:
-    if split == "train":
-        pairs = few_shot(pairs, num_images, seed)
-    return PairedDataset(task, pairs, binarize)
+    return PairedDataset(task, split_items(pairs, split, num_images, seed), binarize)
 
 
 def cuhk_blur(root: Path, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """CUHK defocus blur detection (Shi et al. 2014): the ``out_of_focus`` images."""
-    _check_split(split)
+    stored = stored_split(split)
     pairs = [p for p in pair_folders(root / "image", root / "gt") if p.name.startswith("out_of_focus")]
     if len(pairs) <= CUHK_TEST_IMAGES:
         raise ValueError(f"{root / 'image'}: expected more than {CUHK_TEST_IMAGES} out_of_focus*.jpg images, "
                          f"found {len(pairs)}")
-    pairs = pairs[-CUHK_TEST_IMAGES:] if split == "test" else pairs[:-CUHK_TEST_IMAGES]
+    pairs = pairs[-CUHK_TEST_IMAGES:] if stored == "test" else pairs[:-CUHK_TEST_IMAGES]
     return _finish("cuhk-blur", pairs, split, num_images, seed)
 
 
 def sbu_shadow(root: Path, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """SBU shadow detection (Vicente et al. 2016)."""
-    _check_split(split)
-    base = root / ("SBUTrain4KRecoveredSmall" if split == "train" else "SBU-Test")
+    stored = stored_split(split)
+    base = root / ("SBUTrain4KRecoveredSmall" if stored == "train" else "SBU-Test")
     return _finish("sbu-shadow", pair_folders(base / "ShadowImages", base / "ShadowMasks"), split, num_images, seed)
 
 
 def msd_mirror(root: Path, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """MSD mirror segmentation (Yang et al. 2019)."""
-    _check_split(split)
-    return _finish("msd-mirror", pair_folders(root / split / "image", root / split / "mask"), split, num_images, seed)
+    stored = stored_split(split)
+    return _finish("msd-mirror", pair_folders(root / stored / "image", root / stored / "mask"), split, num_images, seed)
 
 
 def duts_saliency(root: Path, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """DUTS salient object detection (Wang et al. 2017): DUTS-TR for training, DUTS-TE for testing."""
-    _check_split(split)
-    part = "DUTS-TR" if split == "train" else "DUTS-TE"
+    stored = stored_split(split)
+    part = "DUTS-TR" if stored == "train" else "DUTS-TE"
     return _finish("duts-saliency", pair_folders(root / part / f"{part}-Image", root / part / f"{part}-Mask"),
                    split, num_images, seed)
 
@@ -97,12 +91,12 @@ def voc_root(root: Path) -> Path:
 def voc_class(root: Path, target: str, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """Pascal VOC 2012 segmentation, one binary task per class: images of ``train.txt`` (train) or
     ``val.txt`` (test) that contain the class."""
-    _check_split(split)
+    stored = stored_split(split)
     if target not in VOC_CLASSES[1:]:
         raise ValueError(f"unknown VOC class {target!r}; expected one of {list(VOC_CLASSES[1:])}")
     index = VOC_CLASSES.index(target)
     base = voc_root(root)
-    listing = base / "ImageSets" / "Segmentation" / ("train.txt" if split == "train" else "val.txt")
+    listing = base / "ImageSets" / "Segmentation" / ("train.txt" if stored == "train" else "val.txt")
     if not listing.is_file():
         raise FileNotFoundError(f"{listing}: the VOC segmentation list is missing")
     stems = [safe_name(base, line, str(listing)) for line in listing.read_text().splitlines() if line.strip()]
@@ -121,11 +115,11 @@ def voc_class(root: Path, target: str, split: str, num_images: int | None = 50, 
 
 def folder(root: Path, split: str, num_images: int | None = 50, seed: int = 0) -> PairedDataset:
     """The generic pairing (see the module docstring)."""
-    _check_split(split)
+    stored = stored_split(split)
     if (root / "train").is_dir() and (root / "test").is_dir():
-        pairs = pair_folders(root / split / "images", root / split / "masks")
+        pairs = pair_folders(root / stored / "images", root / stored / "masks")
     else:
-        pairs = train_test_cut(pair_folders(root / "images", root / "masks"), split)
+        pairs = train_test_cut(pair_folders(root / "images", root / "masks"), stored)
         if not pairs:
             raise ValueError(f"{root}: too few images for a train/test cut")
     return _finish("folder", pairs, split, num_images, seed, nonzero_mask)

@@ -2,7 +2,8 @@
 
 One task per paper task, each a finite dataset like the paper's few-shot setting: image ``i`` of a
 split is drawn from its own generator seeded by ``(task, split, i)``, so the same index always gives
-the same 512x512 image, and the train and test splits never share a seed. In every task the target
+the same 512x512 image, and the ``train``, ``val`` and ``test`` splits never share a seed (``val``: images of
+the training distribution for learning curves and tuning, drawn from seeds of their own). In every task the target
 is defined by a cue in the pixels (sharpness, darkening, reflection, distinctness, shape), never by
 position alone, so an agent can only learn it by looking:
 
@@ -28,7 +29,8 @@ from alignsam_gym.data.base import Sample, SegmentationDataset
 
 #: side of every synthetic image, in pixels
 IMAGE_SIZE = 512
-SPLITS = ("train", "test")
+#: the splits; the position is part of each image's seed (``val`` came last, so train and test kept theirs)
+SPLITS = ("train", "test", "val")
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross")
 TARGET_SHAPE = "triangle"
 
@@ -214,7 +216,7 @@ class SyntheticDataset(SegmentationDataset):
     """``num_images`` generated images of one synthetic task and split, each made on first access.
 
     :param kind: one of :data:`GENERATORS` (``"blur"``, ``"shadow"``, ...).
-    :param split: ``"train"`` or ``"test"``; their seeds are disjoint.
+    :param split: ``"train"``, ``"val"`` or ``"test"``; their seeds are disjoint.
     :param num_images: number of images in the split.
     :param seed: dataset seed (0 is the published suite); another value gives another suite.
     """

@@ -46,7 +46,7 @@ def _synthetic(kind: str) -> DatasetFactory:
 
 def _ccp(target: str) -> DatasetFactory:
     def factory(split: str, num_images: int, data_root: Path | None, seed: int) -> SegmentationDataset:
-        return CCPDataset(data_root, target, split, num_images if split == "train" else None, seed)
+        return CCPDataset(data_root, target, split, None if split == "test" else num_images, seed)
 
     return factory
 

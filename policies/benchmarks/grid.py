@@ -13,27 +13,31 @@ A benchmark config (YAML) names a grid::
     label_sources: [srm]
     branches: [default]              # SRM branch: default (the task's), implicit, explicit
     max_prompts: [15]
-    episodes: 20                     # test episodes per record
-    test_images: 50
+    images: null                     # test images per record, each played once: null = the whole test split,
+                                     # N = a fixed seeded sample of N (the same for every policy and seed)
+    test_images: 50                  # synthetic tasks: the size of their generated test split
     train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10},
-            eval_every: 1024,        # learning curves (test evaluations every 1024 env steps)
+            eval_every: 1024,        # learning curves (validation images every 1024 env steps)
             hyperparameters: {ppo: {n_steps: 128}, dqn: {...}}}  # shared, or per algorithm
     env: {clip_checkpoint: ...}      # extra env kwargs for training and test
     resources: {cpu: 1, gpu: 0}      # per trial with --ray (policies.benchmarks.ray_grid)
 
 For every (task, seed) each trained algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable_ppo``,
-``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``); the
-heuristics are evaluated with the SRM of the first trained algorithm's run of that task and seed
-(the paper's "random + SRM"), or with an untrained SRM when none is trained, which the report says.
-A policy may also be a path to an existing run folder. The grid is a list of :class:`Trial` s (one trained
+``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``), and every heuristic
+is evaluated with *that* SRM too (the paper's "random + SRM"; a record's ``srm`` names whose SRM it ran
+with), so each agent pairs with each baseline under the same SRM on the same images; with no trained
+algorithm the heuristics run with an untrained SRM (``srm: untrained``), which the report says. A policy may
+also be a path to an existing run folder (``srm: own``). Every record plays the same test images, each once
+(:func:`~policies.runs.evaluation.evaluation_images`). The grid is a list of :class:`Trial` s (one trained
 algorithm on one task and seed, with its records), run one after another or as Ray tasks; records are
 kept in the same order either way.
 
-Output: ``results.json`` (one record per task x policy x setting x seed with every metric, the
-per-step IoU curve, episodes, backend, checkpoint digests, package version and wall time; written
-after every record, so an interrupted benchmark resumes where it stopped), ``results.md`` (tables
-shaped like the paper's), and ``plots/`` (IoU against prompts per task, foreground-rate bars, and a
-strip of annotated frames per task).
+Output: ``results.json`` (one record per task x policy x SRM x setting x seed with every metric, the
+per-step IoU curve, the images it covers, backend, checkpoint digests, package version and wall time;
+written after every trial, so an interrupted benchmark resumes where it stopped), ``results_episodes.parquet``
+(one row per episode of every record: :class:`~policies.benchmarks.episode_table.EpisodeTable`), ``results.md``
+(tables shaped like the paper's, paired comparisons) and ``plots/`` (IoU against prompts per task,
+foreground-rate bars, and a strip of annotated frames per task).
 """
 
 from __future__ import annotations
@@ -52,8 +56,10 @@ from alignsam_gym.atomic import write_json, write_yaml
 from alignsam_gym.backends import make_backend
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
+from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
 from policies.benchmarks.machine import command_line, machine
-from policies.benchmarks.report import benchmark_statistics, write_report
+from policies.benchmarks.comparisons import benchmark_statistics
+from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
 from policies.runs.config import load_yaml_config
 from policies.sb3.presets import PRESETS
@@ -61,7 +67,7 @@ from policies.sb3.presets import PRESETS
 DEFAULTS: dict[str, Any] = {
     "name": "benchmark", "backend": "lite", "backend_kwargs": {}, "tasks": ["synthetic-saliency"], "data_root": None,
     "seeds": [0], "policies": ["random", "centre", "srm_greedy", "ppo"], "label_sources": ["srm"],
-    "branches": ["default"], "max_prompts": [15], "episodes": 20, "test_images": 50, "init_prompts": "srm",
+    "branches": ["default"], "max_prompts": [15], "images": None, "test_images": 50, "init_prompts": "srm",
     "train": {"total_timesteps": 4096, "num_images": 50, "n_envs": 4, "env": {"obs_size": 10}},
     "frames_at": [0, 1, 3, 7, 15],
     "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
@@ -69,7 +75,9 @@ DEFAULTS: dict[str, Any] = {
 }
 BRANCHES = ("default", "implicit", "explicit")
 #: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
-TRAIN_PASSTHROUGH = ("eval_every", "eval_episodes", "eval_images", "vec_env", "srm")
+TRAIN_PASSTHROUGH = ("eval_every", "eval_images", "vec_env", "srm")
+#: a record's ``srm`` when no run of the grid trained one (heuristics only), and for a run folder's own
+UNTRAINED_SRM, OWN_SRM = "untrained", "own"
 
 
 def load_benchmark_config(path: str | Path) -> dict[str, Any]:
@@ -78,6 +86,11 @@ def load_benchmark_config(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
+    if "episodes" in raw:
+        raise ValueError("episodes is gone: an evaluation plays every test image once; set images (null: the "
+                         "whole test split, N: a fixed sample of N images)")
+    if "eval_episodes" in (raw.get("train") or {}):
+        raise ValueError("train.eval_episodes is gone: learning curves play train.eval_images validation images")
     unknown = set(raw) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
@@ -96,6 +109,9 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
     for branch in config["branches"]:
         if branch not in BRANCHES:
             raise ValueError(f"branches: {branch!r} is not one of {list(BRANCHES)}")
+    images = config["images"]
+    if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
+        raise ValueError(f"images must be a positive integer or null (the whole test split), got {images!r}")
     return config
 
 
@@ -134,14 +150,14 @@ def _hyperparameters(settings: dict[str, Any], algorithm: str) -> dict[str, Any]
 
 
 def _record_key(record: dict[str, Any]) -> str:
-    return "|".join(str(record[k]) for k in ("task", "policy", "label_source", "branch", "max_prompts", "seed"))
+    return "|".join(str(record[k]) for k in RECORD_KEYS)
 
 
 @dataclass(frozen=True)
 class Trial:
     """One unit of a benchmark: train ``algorithm`` on ``task`` with ``seed`` (None: nothing to train) and
-    evaluate the records of ``policies`` (the first trained algorithm's trial also evaluates the heuristics
-    and run folders, with its SRM, as the paper's "random + SRM")."""
+    evaluate the records of ``policies``: the algorithm and every heuristic with its SRM (the paper's
+    "random + SRM"); the first trained algorithm's trial also evaluates the run folders, with their own."""
 
     task: str
     seed: int
@@ -156,21 +172,29 @@ class Trial:
 def plan_trials(config: dict[str, Any]) -> list[Trial]:
     """The trials of a resolved config, in the order the sequential runner takes them."""
     trained = [p for p in config["policies"] if p in PRESETS]
-    others = tuple(p for p in config["policies"] if p not in PRESETS)
+    heuristics = tuple(p for p in config["policies"] if p in HEURISTICS)
+    folders = tuple(p for p in config["policies"] if p not in PRESETS and p not in HEURISTICS)
     trials = []
     for task in config["tasks"]:
         for seed in config["seeds"]:
             if not trained:
-                trials.append(Trial(task, seed, None, others))
+                trials.append(Trial(task, seed, None, heuristics + folders))
             for i, algorithm in enumerate(trained):
-                trials.append(Trial(task, seed, algorithm, (algorithm, *others) if i == 0 else (algorithm,)))
+                trials.append(Trial(task, seed, algorithm, (algorithm, *heuristics, *(folders if i == 0 else ()))))
     return trials
+
+
+def record_srm(trial: Trial, policy: str) -> str:
+    """Whose SRM a record of ``trial`` runs with: the trial's algorithm's, a run folder's own, or an untrained one."""
+    if policy not in HEURISTICS and policy not in PRESETS:
+        return OWN_SRM
+    return trial.algorithm or UNTRAINED_SRM
 
 
 def trial_records(config: dict[str, Any], trial: Trial) -> list[dict[str, Any]]:
     """The record keys (task, policy, setting, seed) a trial produces, in report order."""
-    return [{"task": trial.task, "policy": policy, "label_source": label_source, "branch": branch,
-             "max_prompts": max_prompts, "seed": trial.seed}
+    return [{"task": trial.task, "policy": policy, "srm": record_srm(trial, policy), "label_source": label_source,
+             "branch": branch, "max_prompts": max_prompts, "seed": trial.seed}
             for policy in config["policies"] if policy in trial.policies
             for label_source in config["label_sources"] for branch in config["branches"]
             for max_prompts in config["max_prompts"]]
@@ -185,15 +209,14 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
     out = Path(out)
     trained = [p for p in config["policies"] if p in PRESETS]
     run = _train_run(config, trial.task, trial.algorithm, trial.seed, out) if trial.algorithm else None
-    srm_run = run if trained and trial.algorithm == trained[0] else None
-    srm = srm_run.srm_weights() if srm_run is not None else None
+    srm = run.srm_weights() if run is not None else None
     records, frames = [], {}
     for record in trial_records(config, trial):
         if _record_key(record) in done:
             continue
         policy, label_source, branch = record["policy"], record["label_source"], record["branch"]
         source = str(run.path) if policy == trial.algorithm else policy
-        run_dir = RunFolder(source) if policy not in HEURISTICS else srm_run
+        run_dir = RunFolder(source) if policy not in HEURISTICS else run
         env = {"task": trial.task, "split": "test", "num_images": config["test_images"],
                "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
                "label_source": label_source, "init_prompts": config["init_prompts"],
@@ -203,8 +226,10 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
         root = _data_root(config, trial.task)
         if root is not None:
             env["data_root"] = root
-        want_frames = tuple(config["frames_at"]) if trial.seed == config["seeds"][0] else ()
-        metrics = evaluate(source, env, episodes=config["episodes"], seed=10_000 + trial.seed,
+        # frames of the first seed: each agent's, and the baselines' under the first trained SRM
+        shown = policy == trial.algorithm or trial.algorithm in (None, *trained[:1])
+        want_frames = tuple(config["frames_at"]) if trial.seed == config["seeds"][0] and shown else ()
+        metrics = evaluate(source, env, images=config["images"], seed=trial.seed,
                            srm_weights=srm if policy in HEURISTICS else None, frames_at=want_frames)
         if "frames" in metrics:
             shots = metrics.pop("frames")
@@ -218,7 +243,7 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
             "package_version": __version__})
         curve = run.read_curve() if policy == trial.algorithm else []
         if curve:
-            record["curve"] = curve  # test mIoU / foreground rate against env steps
+            record["curve"] = curve  # validation mIoU / foreground rate against env steps
         records.append(record)
     return records, frames
 
@@ -266,6 +291,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / f"{report_name}.json"
+    table = EpisodeTable(out / f"{report_name}_episodes.parquet")
     records: list[dict[str, Any]] = []
     if results_file.is_file():
         try:
@@ -281,6 +307,12 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                              "(a new default decoder?); choose another --out, or pin the recorded one in "
                              "backend_kwargs (lite: {decoder: v1}), so its records are not mixed with new ones")
         records = previous.get("results", [])
+    rows = table.read(records)  # rows of records results.json does not list (a crash between the writes) go
+    counted = _rows_per_record(rows)
+    short = [_record_key(r) for r in records if counted.get(_record_key(r), 0) != r["images"]]
+    if short:
+        raise ValueError(f"{table.path} lacks the episodes of {len(short)} records of {results_file} (first: "
+                         f"{short[0]}); choose another --out, or move both files away to start over")
     write_yaml(out / "config.yaml", config)  # after the check: never overwritten
     order = _report_order(config)
     done = {_record_key(r) for r in records}
@@ -291,10 +323,13 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     def finished(trial: Trial, new_records: list[dict[str, Any]], shots: dict[str, dict[int, np.ndarray]]) -> None:
         """Add a trial's records (never one whose key is recorded already) and write the results file."""
         fresh = [r for r in new_records if _record_key(r) not in done]
+        for record in fresh:
+            rows.extend(EpisodeTable.rows_of(record, record.pop("episodes")))
         records.extend(fresh)
         done.update(_record_key(r) for r in fresh)
         records.sort(key=lambda r: order.get(_record_key(r), len(order)))
         frames.setdefault(trial.task, {}).update(shots)
+        table.write(rows)  # the episodes first: results.json never lists a record whose rows are not stored
         write_json(results_file, {"config": config, "backend_identity": identity, "results": records})
         if progress:
             for record in fresh:
@@ -311,12 +346,19 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
 
         run_trials_on_ray(run_trial, config, todo, out, frozenset(done), finished, ray_address, progress)
     report = {"config": config, "backend_identity": identity, "results": records, "summary": summarize(records),
-              "statistics": benchmark_statistics(config, records),
+              "statistics": benchmark_statistics(config, records, rows),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "machine": machine()}
     write_json(results_file, report)
     write_report(report, out, frames, report_name)
     return report
+
+
+def _rows_per_record(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[_record_key(row)] = counts.get(_record_key(row), 0) + 1
+    return counts
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

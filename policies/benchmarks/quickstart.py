@@ -1,7 +1,7 @@
 """``alignsam quickstart``: the README's main job, a built-in benchmark config run by the grid runner.
 
 Trains the full AlignSAM system (PPO agent + SRM) on every embedded task with two seeds, then evaluates
-each trained agent against the random policy *with the same trained SRM* on the test split, with the
+each trained agent against the random policy *with the same trained SRM* on every test image once, with the
 paper's evaluation protocol (SRM initial prompts, SRM labels). Writes ``report.json`` (a list ``results``:
 one record per task, policy and seed; ``summary``: means per task and policy), ``report.md`` (with PPO's
 margins over random) and ``plots/``, like ``alignsam benchmark``.
@@ -34,7 +34,7 @@ QUICKSTART: dict[str, Any] = {
     "name": "quickstart", "backend": "lite", "backend_kwargs": {"decoder": "v1"}, "tasks": list(SYNTHETIC_TASKS),
     "seeds": [0, 1],
     "policies": ["ppo", "random"], "label_sources": ["srm"], "branches": ["default"], "max_prompts": [15],
-    "episodes": 20, "test_images": 20, "init_prompts": "srm",
+    "images": None, "test_images": 20, "init_prompts": "srm",
     "train": {"total_timesteps": 2048, "num_images": 20, "n_envs": 8, "env": {"obs_size": 10},
               "hyperparameters": {"n_steps": 64, "n_epochs": 4, "batch_size": 128,
                                   "policy_kwargs": {"features_extractor_kwargs": {"channels": 32}}}},
@@ -43,7 +43,7 @@ REPORT_NAME = "report"
 
 
 def quickstart_config(tasks: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-                      timesteps: int | None = None, episodes: int | None = None, num_images: int | None = None,
+                      timesteps: int | None = None, images: int | None = None, num_images: int | None = None,
                       test_images: int | None = None, lite_decoder: str | None = None) -> dict[str, Any]:
     """The quickstart's benchmark config with some settings changed (None keeps the default)."""
     config = copy.deepcopy(QUICKSTART)
@@ -56,7 +56,7 @@ def quickstart_config(tasks: Sequence[str] | None = None, seeds: Sequence[int] |
     for key, value in (("total_timesteps", timesteps), ("num_images", num_images)):
         if value is not None:
             config["train"][key] = value
-    for key, value in (("episodes", episodes), ("test_images", test_images)):
+    for key, value in (("images", images), ("test_images", test_images)):
         if value is not None:
             config[key] = value
     return config

@@ -14,9 +14,9 @@ import numpy as np
 from alignsam_gym.atomic import write_text
 from alignsam_gym.heuristics import HEURISTICS, UPPER_BOUNDS
 from alignsam_gym.metrics import class_mean_iou
-from policies.benchmarks.statistics import interval_estimates, performance_profile, probability_of_improvement
+from policies.benchmarks.comparisons import main_records, score_matrices
 from policies.benchmarks.statistics import mean as mean_score
-from policies.benchmarks.statistics import stratified_bootstrap_ci
+from policies.benchmarks.statistics import performance_profile, stratified_bootstrap_ci
 
 DISCLAIMER = ("Numbers from the embedded backend (`lite`: EfficientNet-Lite0 + superpixel random walker) are "
               "not comparable with the paper's SAM numbers.")
@@ -46,34 +46,30 @@ def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = 
              spread: str = "mean ± standard deviation over seeds") -> str:
     backend = config["backend"]
     note = f" {DISCLAIMER}" if backend == "lite" else ""
+    images = ("every test image once" if config.get("images") is None
+              else f"a fixed sample of {config['images']} test images, each once")
     return (f"**{what}** Backend `{backend}`, label source `{label_source}`, initial prompts "
-            f"`{config['init_prompts']}`, {config['episodes']} test episodes per seed, seeds {config['seeds']}"
-            f"{extra}; {spread}.{note}")
+            f"`{config['init_prompts']}`, {images} per seed, seeds {config['seeds']}{extra}; {spread}.{note}")
 
 
-def _findings(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
-    """One plain sentence per task and learned policy: where its mean mIoU and foreground rate are
-    above each heuristic's, and where not, with the numbers."""
-    learned = [p for p in policies if p not in HEURISTICS]
-    baselines = [p for p in policies if p in HEURISTICS and p not in UPPER_BOUNDS]
+def _findings(paired: list[dict[str, Any]]) -> list[str]:
+    """One plain sentence per task and agent: the baselines (under its SRM, same images) it is significantly
+    above and those it is not, in mIoU, with the paired difference and its 95% interval."""
     lines = []
-    for task in tasks:
-        for policy in learned:
-            if not groups.get((task, policy)):
-                continue
-            mine = {m: float(np.mean([r[m] for r in groups[(task, policy)]])) for m in ("miou", "foreground_rate")}
-            above, below = [], []
-            for base in baselines:
-                if not groups.get((task, base)):
-                    continue
-                theirs = {m: float(np.mean([r[m] for r in groups[(task, base)]])) for m in mine}
-                for metric, name in (("miou", "mIoU"), ("foreground_rate", "foreground rate")):
-                    text = f"{base}'s {name} ({mine[metric]:.3f} vs {theirs[metric]:.3f})"
-                    (above if mine[metric] > theirs[metric] else below).append(text)
-            sentence = f"- `{task}`, `{policy}`: "
-            sentence += ("above " + ", ".join(above)) if above else "above no baseline"
-            sentence += ("; **not above** " + ", ".join(below) + "." if below else ".")
-            lines.append(sentence)
+    comparisons = [c for c in paired if c["metric"] == "miou"]
+    for task, agent in dict.fromkeys((c["task"], c["agent"]) for c in comparisons):
+        above, rest = [], []
+        for c in comparisons:
+            if (c["task"], c["agent"]) == (task, agent):
+                text = f"{c['baseline']} ({c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}])"
+                (above if c["low"] > 0 else rest).append(text)
+        sentence = f"- `{task}`, `{agent}`: "
+        sentence += ("above " + ", ".join(above)) if above else "above no baseline"
+        sentence += ("; **not above** " + ", ".join(rest) + "." if rest else ".")
+        lines.append(sentence)
+    if lines:
+        lines = ["Each agent's mIoU minus each baseline's under the agent's SRM on the same images, with its 95% "
+                 "hierarchical bootstrap interval; *above* means the whole interval is above zero.", "", *lines]
     return lines
 
 
@@ -107,77 +103,61 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
     return parts
 
 
-def _main_records(config: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records of the main setting (first label source and branch, largest prompt budget)."""
-    main_source, main_branch, main_t = config["label_sources"][0], config["branches"][0], max(config["max_prompts"])
-    return [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
-            and r["max_prompts"] == main_t]
-
-
-def score_matrices(records: list[dict[str, Any]], metric: str = "miou") -> tuple[list[str], dict[str, np.ndarray]]:
-    """``(tasks, {policy: (seeds, tasks) array})`` of ``metric`` over the tasks every policy has every seed of
-    (the runs of a stratified bootstrap: seeds are the random part, tasks are fixed)."""
-    tasks = list(dict.fromkeys(r["task"] for r in records))
-    policies = list(dict.fromkeys(r["policy"] for r in records))
-    seeds = sorted({r["seed"] for r in records})
-    value = {(r["task"], r["policy"], r["seed"]): r[metric] for r in records}
-    complete = [t for t in tasks if all((t, p, s) in value for p in policies for s in seeds)]
-    return complete, {p: np.array([[value[(t, p, s)] for t in complete] for s in seeds]) for p in policies}
-
-
-def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]], repetitions: int = 2000
-                         ) -> dict[str, Any]:
-    """The leaderboard statistics of the main setting: per policy the IQM and mean of mIoU and foreground rate
-    over seeds x tasks with 95% stratified bootstrap intervals, each task's mean mIoU with its bootstrap interval
-    over seeds, and the probability of improvement in mIoU over the best heuristic (the heuristic with the
-    highest mean mIoU). Empty with fewer than 2 seeds."""
-    main = _main_records(config, records)
-    tasks, miou = score_matrices(main, "miou")
-    if not tasks or len({r["seed"] for r in main}) < 2:
-        return {}
-    _, fg = score_matrices(main, "foreground_rate")
-    out: dict[str, Any] = {"tasks": tasks, "seeds": sorted({r["seed"] for r in main}),
-                           "miou": interval_estimates(miou, repetitions), "foreground_rate": interval_estimates(fg, repetitions)}
-    out["per_task_miou"] = {
-        policy: {task: dict(zip(("mean", "low", "high"),
-                                (float(values[:, i].mean()),
-                                 *stratified_bootstrap_ci(values[:, i:i + 1], mean_score, repetitions,
-                                                          rng=np.random.default_rng([7, j, i])))))
-                 for i, task in enumerate(tasks)}
-        for j, (policy, values) in enumerate(miou.items())}
-    heuristics = [p for p in miou if p in HEURISTICS and p not in UPPER_BOUNDS]  # the oracle reads the ground truth
-    if heuristics:
-        best = max(heuristics, key=lambda p: float(miou[p].mean()))
-        out["best_heuristic"] = best
-        out["probability_of_improvement"] = {p: probability_of_improvement(values, miou[best])
-                                             for p, values in miou.items() if p != best}
-    return out
+def _paired_section(config: dict[str, Any], paired: list[dict[str, Any]]) -> list[str]:
+    """The paired comparisons: every agent against every baseline under the agent's SRM, on the same images."""
+    if not paired:
+        return []
+    parts = ["## Paired comparisons", "",
+             "Each trained agent against each baseline evaluated with the agent's own SRM, on the same test images "
+             "of the same seeds: the mean per-image difference (agent minus baseline) with its 95% interval from "
+             "a hierarchical bootstrap (2,000 resamples of the seeds, then of the images within each), and the "
+             "two-sided Wilcoxon signed-rank p-value of the per-image differences (averaged over seeds).", ""]
+    for metric, name in (("miou", "mIoU"), ("foreground_rate", "foreground rate")):
+        rows = [[c["task"], c["agent"], c["baseline"], f"{c['agent_mean']:.3f}", f"{c['baseline_mean']:.3f}",
+                 f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]", f"{c['p_value']:.2g}",
+                 f"{c['seeds']} x {c['images']}"] for c in paired if c["metric"] == metric]
+        if rows:
+            parts += [_caption(config, f"Paired {name} differences.", config["label_sources"][0],
+                               f", T = {max(config['max_prompts'])}", "difference [95% hierarchical bootstrap interval]"),
+                      "", _table(["task", "agent", "baseline", "agent", "baseline", "difference [95% CI]", "p",
+                                  "seeds x images"], rows), ""]
+    return parts
 
 
 def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> list[str]:
-    if not statistics:
+    if not statistics.get("aggregate"):
         return []
     runs = len(statistics["seeds"])
+    normalised = statistics["score"] == "normalised_miou"
+    tasks = statistics["normalised_tasks"] if normalised else statistics["tasks"]
+    score = ("normalised mIoU (per task, 0 = `random`'s mean mIoU, 1 = the ground-truth `oracle`'s)" if normalised
+             else "mIoU (not normalised: the grid lacks `random` or `oracle`, so tasks of different difficulty mix)")
     parts = ["## Aggregate statistics", "",
-             f"Over {runs} seeds x {len(statistics['tasks'])} tasks ({', '.join(statistics['tasks'])}): the "
+             f"Over {runs} seeds x {len(tasks)} tasks ({', '.join(tasks)}), on {score}: the "
              "interquartile mean (IQM) and the mean, each with its 95% stratified bootstrap interval (2,000 "
-             "resamples of the seeds within each task), as Agarwal et al. (2021) recommend; P(improve) is the "
-             f"probability that a run of the policy beats a run of the best heuristic "
-             f"(`{statistics.get('best_heuristic', '-')}`) on the same task (ties count half).", ""]
+             "resamples of the seeds within each task), as Agarwal et al. (2021) recommend; a heuristic's run of a "
+             "seed is its mean over the SRMs of that seed. P(improve) is the probability that a run of the policy "
+             f"beats a run of the best heuristic (`{statistics.get('best_heuristic', '-')}`) in mIoU on the same "
+             "task (ties count half).", ""]
     rows = []
-    for policy, m in statistics["miou"].items():
+    for policy, a in statistics["aggregate"].items():
         f = statistics["foreground_rate"][policy]
         poi = statistics.get("probability_of_improvement", {}).get(policy)
-        rows.append([policy, f"{m['iqm']:.3f} [{m['iqm_low']:.3f}, {m['iqm_high']:.3f}]",
-                     f"{m['mean']:.3f} [{m['mean_low']:.3f}, {m['mean_high']:.3f}]",
+        rows.append([policy, f"{a['iqm']:.3f} [{a['iqm_low']:.3f}, {a['iqm_high']:.3f}]",
+                     f"{a['mean']:.3f} [{a['mean_low']:.3f}, {a['mean_high']:.3f}]",
                      f"{f['iqm']:.3f} [{f['iqm_low']:.3f}, {f['iqm_high']:.3f}]",
                      "–" if poi is None else f"{poi:.2f}"])
     rows.sort(key=lambda row: -float(row[1].split()[0]))
-    parts += [_caption(config, "Aggregate mIoU and foreground rate, best first.", config["label_sources"][0],
+    name = "normalised mIoU" if normalised else "mIoU"
+    parts += [_caption(config, f"Aggregate {name} and foreground rate, best first.", config["label_sources"][0],
                        f", T = {max(config['max_prompts'])}", "point estimates with 95% stratified bootstrap intervals"),
               "",
-              _table(["policy", "mIoU IQM [95% CI]", "mIoU mean [95% CI]", "foreground rate IQM [95% CI]",
+              _table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]", "foreground rate IQM [95% CI]",
                       "P(improve) over best heuristic"], rows), ""]
+    if normalised:
+        scale = statistics["normalisation"]
+        parts += ["Normalisation (mean mIoU per task): " + "; ".join(
+            f"`{t}` random {v['random']:.3f}, oracle {v['oracle']:.3f}" for t, v in scale.items()) + ".", ""]
     tasks = statistics["tasks"]
     rows = [[policy] + [f"{v[t]['mean']:.3f} [{v[t]['low']:.3f}, {v[t]['high']:.3f}]" for t in tasks]
             for policy, v in statistics["per_task_miou"].items()]
@@ -226,12 +206,13 @@ def markdown(report: dict[str, Any]) -> str:
                   "truth (the one-step lookahead that keeps the prompt with the best true IoU); no learned policy "
                   "is compared with it as a baseline.", ""]
 
-    main = _main_records(config, records)
+    main = main_records(config, records)
     groups = _group(main, "task", "policy")
-    findings = _findings(groups, tasks, policies)
+    findings = _findings((report.get("statistics") or {}).get("paired") or [])
     if findings:
         parts += ["## Findings", "", *findings, ""]
     parts += _statistics_section(config, report.get("statistics") or {})
+    parts += _paired_section(config, (report.get("statistics") or {}).get("paired") or [])
     parts += _versus_random(config, groups, tasks, policies, main_source, main_t)
     for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
         rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
@@ -282,8 +263,9 @@ def markdown(report: dict[str, Any]) -> str:
                   _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
     parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
               "(the first test episode of each policy, seed 0, after 0, 1, 3, 7 and 15 prompts); with several seeds "
-              "`plots/performance_profile.png` (the fraction of runs above each mIoU) and, for runs trained with "
-              "`eval_every`, `plots/learning_curves_<task>.png` (test mIoU and foreground rate against env steps, "
+              "`plots/performance_profile.png` (the fraction of runs above each normalised mIoU), "
+              "`plots/prompt_efficiency.png` (AUC, NoC@85, NoC@90) and, for runs trained with "
+              "`eval_every`, `plots/learning_curves_<task>.png` (validation mIoU and foreground rate against env steps, "
               "mean over seeds with a 95% bootstrap band).", ""]
     return "\n".join(parts)
 
@@ -299,7 +281,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     plots.mkdir(parents=True, exist_ok=True)
     written = []
     main_source = config["label_sources"][0]
-    main = _main_records(config, records)
+    main = main_records(config, records)
     tasks = list(dict.fromkeys(r["task"] for r in main))
     policies = list(dict.fromkeys(r["policy"] for r in main))
     groups = _group(main, "task", "policy")
@@ -329,7 +311,21 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     ax.set_title(f"Foreground rate of chosen points ({caption})", fontsize=9)
     ax.legend(fontsize=8)
     written.append(_save_figure(plt, fig, plots / "foreground_rate.png"))
-    written += _statistics_plots(plt, main, plots, caption)
+    if all("noc90" in r for r in main):  # prompt efficiency (results from before it was recorded have none)
+        fig, axes = plt.subplots(1, 3, figsize=(max(9, 3 * len(tasks)), 3.5))
+        for ax, metric, label in zip(axes, ("auc", "noc85", "noc90"), ("AUC of mIoU after k prompts", "NoC@85",
+                                                                         "NoC@90")):
+            for i, policy in enumerate(policies):
+                values = [np.mean([r[metric] for r in groups.get((t, policy), [])] or [np.nan]) for t in tasks]
+                ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy)
+            ax.set_xticks(np.arange(len(tasks)) + width * (len(policies) - 1) / 2)
+            ax.set_xticklabels(tasks, fontsize=7, rotation=20)
+            ax.set_ylabel(label + ("" if metric == "auc" else f" (T + 1 = {max(config['max_prompts']) + 1}: never)"))
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"Prompt efficiency ({caption})", fontsize=9)
+        written.append(_save_figure(plt, fig, plots / "prompt_efficiency.png"))
+    scale = (report.get("statistics") or {}).get("normalisation")
+    written += _statistics_plots(plt, main, plots, caption, scale)
     for task, by_policy in frames.items():
         rows = []
         for policy, shots in by_policy.items():
@@ -359,18 +355,21 @@ def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
-def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption: str) -> list[Path]:
-    """The performance profile (several seeds) and the learning curves (runs trained with ``eval_every``) of the
-    main setting's records."""
+def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption: str,
+                      scale: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """The performance profile (several seeds; on normalised mIoU with ``scale``,
+    :func:`~policies.benchmarks.comparisons.normalisers`) and the learning curves (runs trained with
+    ``eval_every``) of the main setting's records."""
     written = []
-    tasks, scores = score_matrices(main, "miou")
+    tasks, scores = score_matrices(main, "miou", scale)
     if tasks and len({r["seed"] for r in main}) >= 2:
-        taus = np.linspace(0, 1, 101)
+        name = "normalised mIoU" if scale else "mIoU"
+        taus = np.linspace(-0.5, 1.5, 201) if scale else np.linspace(0, 1, 101)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for policy, values in scores.items():
             ax.plot(taus, performance_profile(values, taus), label=policy)
-        ax.set_xlabel("mIoU threshold tau")
-        ax.set_ylabel("fraction of runs with mIoU > tau")
+        ax.set_xlabel(f"{name} threshold tau" + (" (0 random, 1 oracle)" if scale else ""))
+        ax.set_ylabel(f"fraction of runs with {name} > tau")
         ax.set_title(f"Performance profile over {len(tasks)} tasks ({caption})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -391,7 +390,7 @@ def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption
                     bands = [stratified_bootstrap_ci(values[:, i:i + 1], mean_score, 1000,
                                                      rng=np.random.default_rng(i)) for i in range(len(steps))]
                     ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
-        for ax, label in zip(axes, ("test mIoU", "test foreground rate")):
+        for ax, label in zip(axes, ("validation mIoU", "validation foreground rate")):
             ax.set_xlabel("env steps")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)

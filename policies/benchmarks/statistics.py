@@ -9,6 +9,10 @@ Scores of one policy are an array ``(runs, tasks)``: one value (mIoU, foreground
 - :func:`probability_of_improvement`: ``P(X > Y)`` for a run of policy X against one of Y on the same task
   (ties count half), averaged over tasks: the Mann-Whitney U statistic, normalised.
 - :func:`performance_profile`: the fraction of all runs scoring above each threshold ``tau``.
+- :func:`hierarchical_bootstrap_ci`: the interval of a mean over ``(seeds, images)`` paired differences,
+  resampling seeds, then images within each resampled seed (both are random: the SRM's training and the
+  test images), for comparisons of two policies on the same images under the same SRM.
+- :func:`paired_test`: the Wilcoxon signed-rank test of per-image differences (averaged over seeds).
 
 Written here and tested against ``rliable`` (``tests/test_statistics.py``); every random draw goes
 through the given seeded generator.
@@ -103,3 +107,38 @@ def interval_estimates(scores: dict[str, np.ndarray], repetitions: int = 2000, c
             row.update({name: statistic(values), f"{name}_low": low, f"{name}_high": high})
         out[policy] = row
     return out
+
+
+def hierarchical_bootstrap_ci(values: np.ndarray, repetitions: int = 2000, confidence: float = 0.95,
+                              rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """Percentile interval of the mean of ``(seeds, images)`` values (paired differences, agent minus baseline,
+    image by image) over ``repetitions`` two-level bootstrap resamples: the seeds with replacement, then for
+    each drawn seed its images with replacement.
+
+    :param rng: the generator of the resampling (default: seeded with 0, so a report is reproducible).
+    """
+    values = _scores(values)
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    seeds, images = values.shape
+    means = np.empty(repetitions)
+    for r in range(repetitions):
+        rows = rng.integers(0, seeds, size=seeds)
+        columns = rng.integers(0, images, size=(seeds, images))
+        means[r] = values[rows[:, None], columns].mean()
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
+    return float(low), float(high)
+
+
+def paired_test(values: np.ndarray) -> float:
+    """Two-sided p-value of the Wilcoxon signed-rank test that ``(seeds, images)`` paired differences are
+    centred on zero, with each image's difference averaged over the seeds (the images are the independent
+    units; the seeds of one image share it). 1.0 when every difference is zero."""
+    per_image = _scores(values).mean(axis=0)
+    if not np.any(per_image != 0):
+        return 1.0
+    return float(stats.wilcoxon(per_image, zero_method="wilcox").pvalue)

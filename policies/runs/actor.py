@@ -67,9 +67,17 @@ class Actor:
         env = RunFolder.of_model(policy)[0].read_config().env
         return {"obs_mode": "full", **{key: env[key] for key in OBSERVATION_KEYS if key in env}}
 
-    def start_episode(self) -> None:
-        """Forget the recurrent state: the next :meth:`act` is an episode's first."""
+    @property
+    def honours_masks(self) -> bool:
+        """Whether ``no_repeats`` holds for this actor: RecurrentPPO's SB3 policy takes no action mask."""
+        return self.algorithm != "recurrent_ppo"
+
+    def start_episode(self, seed: int | None = None) -> None:
+        """Forget the recurrent state: the next :meth:`act` is an episode's first. ``seed`` reseeds the random
+        heuristic's generator, so its draws on an image do not depend on the episodes before it."""
         self._state, self._first = None, True
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
 
     def act(self, obs: Any) -> int:
         """The action for observation ``obs`` of the env's current episode."""

@@ -11,8 +11,7 @@ A YAML run config holds some of these keys; the rest take the defaults below::
     checkpoint_every: 10000     # env steps between checkpoints (null: at the end and on SIGINT/SIGTERM only)
     log_frames_every: null      # env steps between TensorBoard episode images (frames and IoU curve; null: none)
     eval_every: null            # env steps between learning-curve evaluations (curve.jsonl; null: none)
-    eval_episodes: 10           # deterministic test episodes per learning-curve point (SRM initial prompts)
-    eval_images: 20             # test images of those evaluations
+    eval_images: 20             # validation images each of those plays once (a fixed sample of split "val")
     env: {task: synthetic-saliency, obs_size: 10}   # AlignSAM-v0 keyword arguments
     hyperparameters: {}         # preset overrides (SB3 keyword arguments)
     srm: {enabled: true, learning_rate: 1.0e-4, updates_per_step: null, push_every: 1}
@@ -21,6 +20,7 @@ A YAML run config holds some of these keys; the rest take the defaults below::
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -56,7 +56,6 @@ class RunConfig:
     checkpoint_every: int | None = 10000
     log_frames_every: int | None = None
     eval_every: int | None = None
-    eval_episodes: int = 10
     eval_images: int = 20
     env: dict[str, Any] = field(default_factory=lambda: {"task": "synthetic-saliency", "obs_size": 10})
     hyperparameters: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +73,10 @@ class RunConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"a run config is a mapping, got {type(raw).__name__}")
         names = [f.name for f in fields(cls)]
+        if "eval_episodes" in raw:  # config.yaml of runs from before the split protocol: still readable
+            warnings.warn("run config key eval_episodes is gone: learning curves play eval_images validation "
+                          "images once each; ignoring it", FutureWarning, stacklevel=2)
+            raw = {k: v for k, v in raw.items() if k != "eval_episodes"}
         unknown = set(raw) - set(names)
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(names)}")
@@ -94,10 +97,9 @@ class RunConfig:
             value = getattr(config, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
-        for name in ("eval_episodes", "eval_images"):
-            value = getattr(config, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        value = config.eval_images
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"eval_images must be a positive integer, got {value!r}")
         return config
 
     @classmethod

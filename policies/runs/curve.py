@@ -23,17 +23,18 @@ class LearningCurve(BaseCallback):
 
     :param run: the run folder.
     :param algorithm: the model's preset (how it acts, e.g. RecurrentPPO's state).
-    :param env_kwargs: the evaluation env's keyword arguments (the run's env on its test split).
+    :param env_kwargs: the evaluation env's keyword arguments (the run's env on its validation split).
     :param every: env steps between evaluations.
-    :param episodes: episodes per evaluation (seeds 10,000 onwards, as the benchmark's).
+    :param images: validation images per evaluation, each played once: the same fixed sample every time
+        (:func:`~policies.runs.evaluation.evaluation_images`), so the points of a curve are paired.
     :param srm_callback: the run's SRM callback (its current weights label the evaluation), or None.
     """
 
-    def __init__(self, run: RunFolder, algorithm: str, env_kwargs: dict[str, Any], every: int, episodes: int,
+    def __init__(self, run: RunFolder, algorithm: str, env_kwargs: dict[str, Any], every: int, images: int,
                  srm_callback: Any = None) -> None:
         super().__init__(0)
         self.run, self.algorithm, self.env_kwargs = run, algorithm, env_kwargs
-        self.every, self.episodes, self.srm_callback = int(every), int(episodes), srm_callback
+        self.every, self.images, self.srm_callback = int(every), int(images), srm_callback
         self._next = 0
 
     def _on_training_start(self) -> None:
@@ -58,9 +59,10 @@ class LearningCurve(BaseCallback):
         if env_kwargs.get("obs_mode") == "compact":  # the model's extractor reads the training envs' table
             env_kwargs["embedding_table"] = embedding_table_of(self.training_env)
         was_training = self.model.policy.training
-        result = evaluate(str(self.run.path), env_kwargs, episodes=self.episodes, seed=10_000, srm_weights=weights,
+        result = evaluate(str(self.run.path), env_kwargs, images=self.images, seed=0, srm_weights=weights,
                           device=str(self.model.device), model=self.model, algorithm=self.algorithm)
         self.model.policy.train(was_training)
         self.run.append_curve({"env_steps": int(self.num_timesteps), "miou": round(result["miou"], 6),
                                "foreground_rate": round(result["foreground_rate"], 6),
-                               "return": round(result["return"], 4), "episodes": self.episodes})
+                               "return": round(result["return"], 4), "images": result["images"],
+                               "split": result["split"]})

@@ -59,10 +59,11 @@ def _may_use_cuda(device: str) -> bool:
 
 
 def evaluation_env(config: RunConfig) -> dict[str, Any]:
-    """The env kwargs of a run's learning-curve evaluations: its env on the test split (``eval_images`` images),
-    with the paper's evaluation protocol (SRM initial prompts)."""
-    env = {key: value for key, value in config.env.items() if key not in ("subset_seed", "embedding_table")}
-    env.update({"split": "test", "num_images": config.eval_images, "init_prompts": "srm", "device": config.device})
+    """The env kwargs of a run's learning-curve evaluations: its env on the validation split (the training
+    images outside its few-shot subset: same ``num_images`` and ``subset_seed``; the test split is left to the
+    final benchmark), with the paper's evaluation protocol (SRM initial prompts)."""
+    env = {key: value for key, value in config.env.items() if key != "embedding_table"}
+    env.update({"split": "val", "init_prompts": "srm", "device": config.device})
     return env
 
 
@@ -128,9 +129,9 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     images = curve = None
     if config.log_frames_every:  # what the agent does, in TensorBoard
         images = EpisodeImages({"device": config.device, **config.env}, config.log_frames_every)
-    if config.eval_every:  # learning curves: deterministic test episodes every eval_every env steps
+    if config.eval_every:  # learning curves: validation images every eval_every env steps
         curve = LearningCurve(run, config.algorithm, evaluation_env(config), config.eval_every,
-                              config.eval_episodes, callback)
+                              config.eval_images, callback)
     try:
         if remaining > 0:
             model.learn(total_timesteps=remaining,
