@@ -58,7 +58,7 @@ def test_shadow_target_is_darker_than_its_surroundings():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"kind": "clouds"}, "unknown synthetic task kind"), ({"kind": "blur", "split": "val"}, "split must be one of"),
+    ({"kind": "clouds"}, "unknown synthetic task kind"), ({"kind": "blur", "split": "validation"}, "split must be one of"),
     ({"kind": "blur", "num_images": 0}, "num_images must be at least 1"),
 ])
 def test_synthetic_bad_arguments(kwargs, message):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from alignsam_gym.heuristics import HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, choose, mask_at_actions
+from alignsam_gym.heuristics import (HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, choose, mask_at_actions,
+                                     oracle_action)
 from alignsam_gym.metrics import iou
 
 KWARGS = {"task": "synthetic-shapes", "num_images": 2, "split": "test", "init_prompts": "srm", "max_prompts": 6,
@@ -90,6 +91,12 @@ def test_the_oracle_reaches_the_best_one_step_iou_and_is_an_upper_bound(env):
     allowed = np.flatnonzero(inner.action_masks())
     _, logits = inner.preview(allowed)
     best = max(iou(m > 0, inner.target_mask, inner.target_ignore) for m in logits)
+    # restricted to the cells the mask gets most wrong: the best of those, never better than the full search
+    error = np.abs(mask_at_actions(inner, inner.target_mask.astype(np.float64)) - mask_at_actions(inner))
+    few = np.argsort(-np.where(inner.action_masks(), error, -np.inf), kind="stable")[:4]
+    _, few_logits = inner.preview(few)
+    few_ious = [iou(m > 0, inner.target_mask, inner.target_ignore) for m in few_logits]
+    assert oracle_action(inner, candidates=4) == few[int(np.argmax(few_ious))] and max(few_ious) <= best
     _, _, _, _, info = env.step(choose("oracle", inner, np.random.default_rng(0)))
     assert info["iou"] == pytest.approx(best, abs=1e-12)
     assert UPPER_BOUNDS == ("oracle",) and set(UPPER_BOUNDS) <= set(HEURISTICS)
