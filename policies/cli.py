@@ -8,6 +8,7 @@
   the heuristics of :mod:`alignsam_gym.heuristics` are built-in policies.
 - ``alignsam quickstart --out DIR``: PPO + SRM on every embedded task against random + the same SRM.
 - ``alignsam benchmark --config FILE --out DIR``: the policy benchmark (results.json, results.md, plots/).
+- ``alignsam tables [--check] README.md ...``: the results tables of Markdown files, from the result files.
 - ``alignsam bench decoder|episode|env|soak --json OUT``: the decoder, SAM episode, env throughput and
   soak benchmarks.
 - ``alignsam cache build --task T --backend B``: precompute the embeddings of a whole task.
@@ -346,6 +347,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tables(args: argparse.Namespace) -> int:
+    from policies.benchmarks.tables import update_tables
+
+    stale = update_tables(args.files, check=args.check)
+    for path in stale:
+        print(f"{path}: {'differs from its result files' if args.check else 're-rendered'}")
+    return 1 if args.check and stale else 0
+
+
 def _add_demo(sub: Subcommands) -> None:
     """``alignsam demo``."""
     demo = sub.add_parser("demo", help="one random-policy episode, written as an annotated GIF and PNG strip")
@@ -563,6 +573,11 @@ def _add_grids(sub: Subcommands) -> None:
                     help="run every trial as a Ray task: alone, a local Ray instance; 'auto' or ray://host:10001 "
                          "joins a cluster (--out and the embedding cache must be on a filesystem every node shares)")
     bm.set_defaults(func=cmd_benchmark)
+
+    tb = sub.add_parser("tables", help="re-render the results tables of Markdown files from their result files")
+    tb.add_argument("files", nargs="+", help="Markdown files with <!-- results: PATH --> blocks (e.g. README.md)")
+    tb.add_argument("--check", action="store_true", help="write nothing; exit 1 when a table differs")
+    tb.set_defaults(func=cmd_tables)
 
 
 def build_parser() -> argparse.ArgumentParser:

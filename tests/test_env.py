@@ -162,7 +162,7 @@ def test_step_before_reset(make_env):
     ({"device": "tpu"}, "device must be 'auto'"),
     ({"data_root": "/data"}, "is generated, it reads no files"),
     ({"task": "ccp-person"}, "pass data_root"),
-    ({"split": "val"}, "split must be one of"),
+    ({"split": "validation"}, "split must be one of"),
 ])
 def test_bad_kwargs_are_clear(make_env, kwargs, message):
     with pytest.raises(ValueError, match=message):

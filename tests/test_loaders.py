@@ -215,8 +215,10 @@ def test_sixteen_bit_and_zero_one_masks_binarise_the_documented_way(tmp_path):
 def test_missing_folders_and_unknown_tasks(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"SBU-Test/ShadowImages: image folder not found"):
         public.sbu_shadow(tmp_path, "test")
-    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
-        public.msd_mirror(tmp_path, "val")
+    with pytest.raises(ValueError, match=r"split must be one of \['train', 'val', 'test'\]"):
+        public.msd_mirror(tmp_path, "validation")
+    with pytest.raises(FileNotFoundError, match=r"train/image: image folder not found"):
+        public.msd_mirror(tmp_path, "val")  # val is cut from the training images
     with pytest.raises(ValueError, match="unknown task 'coco-cat'"):
         get_task("coco-cat")
     with pytest.raises(ValueError, match="reads files: pass data_root"):

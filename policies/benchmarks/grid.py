@@ -57,7 +57,7 @@ from alignsam_gym.backends import make_backend
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
 from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
-from policies.benchmarks.machine import command_line, machine
+from policies.benchmarks.machine import command_line, machine, package_versions, source_revision
 from policies.benchmarks.comparisons import benchmark_statistics
 from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
@@ -348,7 +348,8 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     report = {"config": config, "backend_identity": identity, "results": records, "summary": summarize(records),
               "statistics": benchmark_statistics(config, records, rows),
               "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
-              "command": command_line(), "machine": machine()}
+              "command": command_line(), "source": source_revision(), "packages": package_versions(),
+              "machine": machine()}
     write_json(results_file, report)
     write_report(report, out, frames, report_name)
     return report

@@ -1,10 +1,14 @@
-"""What every benchmark record says about where and how it ran: the machine and the command."""
+"""What every benchmark record says about where and how it ran: the machine, the command, the source
+revision and the versions of the packages that computed it."""
 
 from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,3 +33,33 @@ def command_line() -> str:
     if program in ("alignsam", "cli.py", "__main__.py"):
         program = "alignsam"
     return " ".join([program or "python", *sys.argv[1:]])
+
+
+#: the packages whose versions a result records
+RECORDED_PACKAGES = ("alignsam-gym", "torch", "numpy", "gymnasium", "stable-baselines3", "sb3-contrib", "scipy",
+                     "opencv-python-headless", "timm", "segment-anything", "ray")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`RECORDED_PACKAGES` (None when it is not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def source_revision() -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the git checkout the package runs from (tracked files changed since the
+    commit: ``dirty``), or ``{"commit": None}`` when it is installed from elsewhere or git is missing."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

@@ -1,0 +1,114 @@
+"""``alignsam tables``: the results tables of the README and the docs, rendered from committed result files.
+
+A rendered table sits in a Markdown file between two comments that name its result file::
+
+    <!-- results: experiments/results/bench_ccp_person/results.json -->
+    ...what render_results() makes of that file...
+    <!-- /results -->
+
+``alignsam tables README.md`` rewrites every such block from its file; ``alignsam tables --check README.md``
+rewrites nothing and fails when a block differs from what its file renders (the test suite runs it), so no
+number in the README can drift from the results it quotes. Paths are relative to the Markdown file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alignsam_gym.atomic import write_text
+from alignsam_gym.heuristics import UPPER_BOUNDS
+from policies.benchmarks.comparisons import main_records
+
+BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _provenance(report: dict[str, Any]) -> str:
+    config, source = report["config"], report.get("source") or {}
+    records = report["results"]
+    images = sorted({(r["images"], r["split_size"]) for r in records if "images" in r})
+    coverage = ", ".join(f"{n} of {m}" for n, m in images) or "unrecorded"
+    commit = source.get("commit", "unrecorded")[:10] + (" (uncommitted changes)" if source.get("dirty") else "")
+    wall = report.get("wall_s_this_session")
+    return (f"`{report.get('command', 'unrecorded')}` at commit {commit}; backend "
+            f"`{report.get('backend_identity') or config['backend']}`; seeds {config['seeds']}; test images per "
+            f"record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
+
+
+def render_results(path: str | Path) -> str:
+    """The Markdown tables of one benchmark result file (``results.json`` or the quickstart's ``report.json``):
+    its provenance, the aggregate (normalised) scores when it has several seeds, each task's policies with mIoU,
+    foreground rate, AUC and NoC@90 (means over seeds; heuristics also over the SRMs they ran with), and the
+    paired mIoU differences of each agent against each baseline under its SRM.
+
+    :raises ValueError: when the file is not a benchmark report, naming it.
+    """
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+        config, records = report["config"], report["results"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a benchmark report ({type(err).__name__}: {err})") from err
+    statistics = report.get("statistics") or {}
+    lines = [f"Source: `{path.name}`, " + _provenance(report), ""]
+    aggregate = statistics.get("aggregate")
+    if aggregate:
+        name = "normalised mIoU" if statistics.get("score") == "normalised_miou" else "mIoU"
+        rows = [[p, _interval(a["iqm"], a["iqm_low"], a["iqm_high"]), _interval(a["mean"], a["mean_low"], a["mean_high"])]
+                for p, a in sorted(aggregate.items(), key=lambda item: -item[1]["iqm"])]
+        lines += _table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows) + [""]
+    main = main_records(config, records)
+    per_task = statistics.get("per_task_miou") or {}
+    for task in dict.fromkeys(r["task"] for r in main):
+        rows = []
+        for policy in dict.fromkeys(r["policy"] for r in main if r["task"] == task):
+            mine = [r for r in main if r["task"] == task and r["policy"] == policy]
+            cell = per_task.get(policy, {}).get(task)
+            miou = (_interval(cell["mean"], cell["low"], cell["high"]) if cell
+                    else f"{np.mean([r['miou'] for r in mine]):.3f}")
+            label = f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy
+            rows.append([label, miou, f"{np.mean([r['foreground_rate'] for r in mine]):.3f}",
+                         f"{np.mean([r['auc'] for r in mine]):.3f}", f"{np.mean([r['noc90'] for r in mine]):.2f}"])
+        lines += [f"`{task}`:", ""] + _table(["policy", "mIoU [95% CI over seeds]", "foreground rate", "AUC",
+                                              "NoC@90"], rows) + [""]
+    paired = [c for c in statistics.get("paired") or [] if c["metric"] == "miou"]
+    if paired:
+        rows = [[c["task"], c["agent"], c["baseline"], f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]",
+                 f"{c['p_value']:.2g}", f"{c['seeds']} x {c['images']}"] for c in paired]
+        lines += ["Paired mIoU differences (agent minus baseline under the agent's SRM, same images; 95% "
+                  "hierarchical bootstrap interval, Wilcoxon p):", ""]
+        lines += _table(["task", "agent", "baseline", "difference [95% CI]", "p", "seeds x images"], rows) + [""]
+    return "\n".join(lines)
+
+
+def render_blocks(text: str, base: str | Path) -> str:
+    """``text`` with every results block re-rendered from its file (paths relative to ``base``)."""
+    return BLOCK.sub(lambda m: m.group(1) + render_results(Path(base) / m.group("path")) + m.group(4), text)
+
+
+def update_tables(paths: list[str | Path], check: bool = False) -> list[Path]:
+    """Re-render the results blocks of each Markdown file; with ``check`` write nothing.
+
+    :return: the files whose blocks differed from what their result files render.
+    """
+    stale = []
+    for path in map(Path, paths):
+        text = path.read_text()
+        rendered = render_blocks(text, path.parent)
+        if rendered != text:
+            stale.append(path)
+            if not check:
+                write_text(path, rendered)
+    return stale

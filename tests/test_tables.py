@@ -1,0 +1,59 @@
+"""The README's and docs' results tables are what their committed result files render."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from policies.benchmarks.tables import render_results, update_tables
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst")), ROOT / "experiments" / "results" / "README.md"]
+
+
+def test_every_results_table_in_the_readme_and_docs_matches_its_result_file():
+    stale = update_tables([p for p in DOCUMENTS if p.is_file()], check=True)
+    assert not stale, f"re-render with `alignsam tables {' '.join(str(p.relative_to(ROOT)) for p in stale)}`"
+
+
+def _report(tmp_path: Path) -> Path:
+    base = {"label_source": "srm", "branch": "default", "max_prompts": 3, "images": 4, "split_size": 4,
+            "foreground_rate": 0.5, "auc": 0.4, "noc90": 4.0}
+    records = [{**base, "task": "t", "policy": "ppo", "srm": "ppo", "seed": 0, "miou": 0.6},
+               {**base, "task": "t", "policy": "random", "srm": "ppo", "seed": 0, "miou": 0.5},
+               {**base, "task": "t", "policy": "oracle", "srm": "ppo", "seed": 0, "miou": 0.9}]
+    report = {"config": {"backend": "lite", "seeds": [0], "label_sources": ["srm"], "branches": ["default"],
+                         "max_prompts": [3]},
+              "results": records, "backend_identity": "lite-v2/abc", "command": "alignsam benchmark --config c",
+              "source": {"commit": "0123456789abcdef", "dirty": False}, "wall_s_this_session": 120.0,
+              "statistics": {"paired": [{"task": "t", "agent": "ppo", "baseline": "random", "metric": "miou",
+                                         "difference": 0.1, "low": 0.05, "high": 0.15, "p_value": 0.01, "seeds": 1,
+                                         "images": 4}]}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_a_block_is_rendered_from_its_file_and_a_changed_number_is_caught(tmp_path):
+    results = _report(tmp_path)
+    text = render_results(results)
+    assert "`alignsam benchmark --config c` at commit 0123456789; backend `lite-v2/abc`" in text
+    assert "test images per record: 4 of 4" in text and "| oracle (upper bound) | 0.900 |" in text
+    assert "| t | ppo | random | +0.100 [+0.050, +0.150] | 0.01 | 1 x 4 |" in text
+    page = tmp_path / "page.md"
+    page.write_text("intro\n<!-- results: results.json -->\nold\n<!-- /results -->\nend\n")
+    assert update_tables([page], check=True) == [page] and "old" in page.read_text()  # check writes nothing
+    assert update_tables([page]) == [page] and update_tables([page], check=True) == []
+    assert page.read_text().startswith("intro\n<!-- results: results.json -->\nSource:")
+    report = json.loads(results.read_text())
+    report["results"][0]["miou"] = 0.7
+    results.write_text(json.dumps(report))
+    assert update_tables([page], check=True) == [page]
+
+
+def test_a_block_naming_a_file_that_is_not_a_report_says_which(tmp_path):
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"bad\.json: not a benchmark report"):
+        render_results(tmp_path / "bad.json")
