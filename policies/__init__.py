@@ -16,9 +16,9 @@
 """
 
 from policies.sb3 import (
-    PRESETS, AlignSAMPolicy, AlignSAMVecEnv, MaskableAlignSAMPolicy, MaskedEmbeddingExtractor,
+    PRESETS, AlignSAMDQNPolicy, AlignSAMPolicy, AlignSAMVecEnv, MaskableAlignSAMPolicy, MaskedEmbeddingExtractor,
     SpatialEmbeddingExtractor, SRMCallback, make_model,
 )
 
-__all__ = ["AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
+__all__ = ["AlignSAMDQNPolicy", "AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
            "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]

@@ -70,6 +70,37 @@ def test_alignsam_policy_scores_cells_with_shared_weights(make_env):
                                head(shifted.flatten(1)).reshape(1, 10, 10))
 
 
+@pytest.mark.parametrize("algorithm, head", [("ppo", "action_net"), ("a2c", "action_net"),
+                                             ("maskable_ppo", "action_net"), ("dqn", "q_net")])
+def test_one_per_cell_head_across_algorithms(make_env, tmp_path, algorithm, head):
+    """PPO, A2C and MaskablePPO score cells with shared weights; DQN takes each cell's Q-value the same way, in its
+    online and target networks; the models train, save and load with that head."""
+    from policies import make_model
+    from policies.runs.checkpoint import load_model
+    from policies.sb3.policy import CellScores
+
+    env = make_env(num_images=1, obs_size=10, max_prompts=4, task="synthetic-shapes")
+    settings = {"ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1}, "a2c": {"n_steps": 8},
+                "maskable_ppo": {"n_steps": 16, "batch_size": 16, "n_epochs": 1},
+                "dqn": {"learning_starts": 8, "buffer_size": 64, "batch_size": 8, "train_freq": 4}}[algorithm]
+    hyperparameters = {**settings, "policy_kwargs": {"features_extractor_kwargs": {"channels": 16}}}
+    model = make_model(algorithm, env, device="cpu", seed=0, **hyperparameters)
+    networks = [model.policy.q_net, model.policy.q_net_target] if algorithm == "dqn" else [model.policy]
+    for network in networks:
+        assert isinstance(getattr(network, head), CellScores)
+    cells = networks[0] if algorithm == "dqn" else model.policy
+    latent = torch.randn(1, getattr(cells, head).cell_channels, 10, 10)
+    shifted = torch.roll(latent, shifts=(1, 4), dims=(2, 3))
+    score = getattr(cells, head)
+    torch.testing.assert_close(torch.roll(score(latent.flatten(1)).reshape(1, 10, 10), (1, 4), (1, 2)),
+                               score(shifted.flatten(1)).reshape(1, 10, 10))
+    model.learn(total_timesteps=16)
+    model.save(tmp_path / "model.zip")
+    loaded = load_model(algorithm, tmp_path / "model.zip", env, "cpu", hyperparameters)
+    for key, value in model.policy.state_dict().items():
+        torch.testing.assert_close(loaded.policy.state_dict()[key], value)
+
+
 def test_passthrough_hands_the_mask_and_srm_channels_to_every_cell_unchanged(make_env):
     from policies import SpatialEmbeddingExtractor
 

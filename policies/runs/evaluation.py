@@ -20,6 +20,7 @@ from alignsam_gym import ENV_ID  # importing the package registers the ids
 from alignsam_gym.data.paired import few_shot_indices
 from alignsam_gym.metrics import ber_counts, mask_metrics, prompt_efficiency, prompts_to_reach
 from policies.runs.actor import Actor
+from policies.sb3.presets import TRAINS_WITH_ACTION_MASKS
 
 #: the columns of one evaluated episode (a row of ``evaluate(...)["episodes"]``): the image, every step's action,
 #: label, reward and ground truth at the point, the IoU after 0..T prompts, and the final metrics
@@ -77,8 +78,9 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
         1..T, and ``noc85`` / ``noc90``, mean prompts to reach IoU 0.85 / 0.9, T + 1 when never), the final
         masks' mean ``f_beta``, ``f_adaptive``, ``e_measure``, ``mae`` and per-image ``ber``, the dataset
         ``ber_dataset`` (counts summed over episodes), ``return``, ``images`` (distinct images played),
-        ``split_size`` (images in the split), ``split``, ``no_repeats``, ``srm_branch`` (the SRM branch the env
-        ran), ``wall_s``, ``episodes`` (one row per episode, :data:`EPISODE_COLUMNS`) and ``frames``
+        ``split_size`` (images in the split), ``split``, ``no_repeats``, ``action_masks`` (``{"train", "test"}``: whether
+        the action mask applied while the model trained (None: a heuristic) and in these episodes), ``srm_branch``
+        (the SRM branch the env ran), ``wall_s``, ``episodes`` (one row per episode, :data:`EPISODE_COLUMNS`) and ``frames``
         (``{prompts: (H, W, 3) uint8}``) when asked.
     """
     start = time.perf_counter()
@@ -124,6 +126,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
                      "noc90": prompts_to_reach(ious[1:], 0.9, budget + 1), "final_iou": final["iou"],
                      **{key: final[key] for key in ("f_beta", "f_adaptive", "e_measure", "mae", "ber")}})
     env.close()
+    masked = bool(no_repeats and actor.honours_masks)
+    trained_masked = None if actor.algorithm is None else TRAINS_WITH_ACTION_MASKS[actor.algorithm]
     curves = [row["iou"] for row in rows]
     efficiency = prompt_efficiency(curves)
     result = {"foreground_rate": float(np.mean([h for row in rows for h in row["is_foreground"]])),
@@ -134,7 +138,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
         result[key] = float(np.mean([f[key] for f in finals]))
     result.update({"ber_dataset": ber_counts(finals), "return": float(np.mean([row["return"] for row in rows])),
                    "images": len(played), "split_size": len(names), "split": env_kwargs.get("split", "train"),
-                   "no_repeats": bool(no_repeats and actor.honours_masks), "srm_branch": inner.srm_branch,
+                   "no_repeats": masked, "action_masks": {"train": trained_masked, "test": masked},
+                   "srm_branch": inner.srm_branch,
                    "wall_s": round(time.perf_counter() - start, 2), "episodes": rows})
     if frames_at:
         result["frames"] = frames

@@ -3,9 +3,9 @@
 
 from policies.sb3.callback import SRMCallback
 from policies.sb3.features import MaskedEmbeddingExtractor, SpatialEmbeddingExtractor
-from policies.sb3.policy import AlignSAMPolicy, MaskableAlignSAMPolicy
+from policies.sb3.policy import AlignSAMDQNPolicy, AlignSAMPolicy, MaskableAlignSAMPolicy
 from policies.sb3.presets import PRESETS, make_model
 from policies.sb3.vec_env import AlignSAMVecEnv
 
-__all__ = ["AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
+__all__ = ["AlignSAMDQNPolicy", "AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
            "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]

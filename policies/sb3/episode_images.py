@@ -1,8 +1,8 @@
 """``EpisodeImages``: what the agent does, in TensorBoard, while it trains.
 
 Every ``every`` env steps the callback plays one deterministic episode of the current policy on a fixed
-test image (its own env: the training env's keyword arguments with ``split="test"``, the training SRM's
-current weights) and logs, beside SB3's scalars and ``srm/*``:
+validation image (its own env: the training env's keyword arguments with ``split="val"``, so training never
+looks at the test split; the training SRM's current weights) and logs, beside SB3's scalars and ``srm/*``:
 
 - ``episode/frames``: a strip of the rendered frames after 0, 1, 3, 7 and 15 prompts (image, mask and
   prompts | ground truth), as one image;
@@ -29,7 +29,7 @@ class EpisodeImages(BaseCallback):
     :param env_kwargs: ``AlignSAM-v0`` keyword arguments of the episode's env (``split``, ``render_mode``
         and ``image_index`` are set here).
     :param every: env steps between episodes.
-    :param image_index: the test image every episode uses (fixed, so images are comparable over training).
+    :param image_index: the validation image every episode uses (fixed, so images are comparable over training).
     :param seed: reset seed of the episode (its initial prompts).
     :param frames_at: prompt counts whose frames make the strip.
     """
@@ -47,7 +47,7 @@ class EpisodeImages(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._last = self.num_timesteps
-        self.env = gym.make("alignsam_gym:AlignSAM-v0", **{**self.env_kwargs, "split": "test",
+        self.env = gym.make("alignsam_gym:AlignSAM-v0", **{**self.env_kwargs, "split": "val",
                                                               "render_mode": "rgb_array"})
 
     def _on_step(self) -> bool:

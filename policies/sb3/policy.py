@@ -1,5 +1,10 @@
-"""Actor-critic policies that score every grid cell with the same weights: ``AlignSAMPolicy`` (PPO, A2C) and
-``MaskableAlignSAMPolicy`` (sb3-contrib's MaskablePPO, which never samples a cell already prompted)."""
+"""Policies that score every grid cell with the same weights: the actor-critics ``AlignSAMPolicy`` (PPO, A2C) and
+``MaskableAlignSAMPolicy`` (sb3-contrib's MaskablePPO, which never samples a cell already prompted), and
+``AlignSAMDQNPolicy`` (DQN: one Q-value per cell from that cell's features).
+
+RecurrentPPO keeps sb3-contrib's ``MlpLstmPolicy``: its LSTM carries one state vector for the whole grid
+between steps, so no per-cell head can sit after it without a recurrent state per cell, which sb3-contrib's
+recurrent policy does not have."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 import torch
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.dqn.policies import DQNPolicy, QNetwork
 from torch import nn
 
 from policies.sb3.features import SpatialEmbeddingExtractor
@@ -28,22 +34,28 @@ class CellScores(nn.Module):
         return self.score(cells).flatten(1)
 
 
+def _cell_settings(name: str, action_space: Any, cell_hidden: int, kwargs: dict[str, Any]) -> int:
+    """Check ``cell_hidden`` and the square action grid, and default ``kwargs`` to the spatial extractor on that
+    grid (a copy of the caller's extractor kwargs); the checked ``cell_hidden``."""
+    if cell_hidden < 0:
+        raise ValueError(f"cell_hidden must be 0 (a linear cell score) or a width, got {cell_hidden}")
+    kwargs.setdefault("features_extractor_class", SpatialEmbeddingExtractor)
+    extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})  # never change the caller's dict
+    kwargs["features_extractor_kwargs"] = extractor_kwargs
+    grid = int(round(action_space.n ** 0.5))
+    if grid * grid != action_space.n:
+        raise ValueError(f"{name} needs a square action grid, got Discrete({action_space.n})")
+    extractor_kwargs.setdefault("grid", grid)
+    return int(cell_hidden)
+
+
 class _CellScoring:
     """What both policies add to their SB3 base class: the spatial extractor by default, the per-cell actor
     head, and ``cell_hidden`` saved with the model."""
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,
                  **kwargs: Any) -> None:
-        if cell_hidden < 0:
-            raise ValueError(f"cell_hidden must be 0 (a linear cell score) or a width, got {cell_hidden}")
-        self.cell_hidden = int(cell_hidden)
-        kwargs.setdefault("features_extractor_class", SpatialEmbeddingExtractor)
-        extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})  # never change the caller's dict
-        kwargs["features_extractor_kwargs"] = extractor_kwargs
-        grid = int(round(action_space.n ** 0.5))
-        if grid * grid != action_space.n:
-            raise ValueError(f"{type(self).__name__} needs a square action grid, got Discrete({action_space.n})")
-        extractor_kwargs.setdefault("grid", grid)
+        self.cell_hidden = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
         kwargs.setdefault("net_arch", {"pi": [], "vf": [128]})
         kwargs.setdefault("ortho_init", False)
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
@@ -76,3 +88,27 @@ class AlignSAMPolicy(_CellScoring, ActorCriticPolicy):
 class MaskableAlignSAMPolicy(_CellScoring, MaskableActorCriticPolicy):
     """:class:`AlignSAMPolicy` for sb3-contrib's ``MaskablePPO``: the same per-cell actor and critic, and the
     env's ``action_masks()`` (cells not prompted yet) applied to the logits in training as in evaluation."""
+
+
+class AlignSAMDQNPolicy(DQNPolicy):
+    """DQN's policy for ``AlignSAM-v0`` with the per-cell head of :class:`AlignSAMPolicy`: the Q-value of prompting
+    a cell is scored from that cell's features with shared weights (:class:`CellScores` over
+    :class:`SpatialEmbeddingExtractor`'s map), in the online and the target network alike. ``cell_hidden``
+    (``policy_kwargs``) as for :class:`AlignSAMPolicy`.
+    """
+
+    def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,
+                 **kwargs: Any) -> None:
+        self.cell_hidden = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
+        kwargs.setdefault("net_arch", [])
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
+
+    def make_q_net(self) -> QNetwork:
+        q_net = super().make_q_net()
+        extractor = q_net.features_extractor
+        if isinstance(extractor, SpatialEmbeddingExtractor):
+            q_net.q_net = CellScores(extractor.cell_channels, extractor.grid, self.cell_hidden).to(self.device)
+        return q_net
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return {**super()._get_constructor_parameters(), "cell_hidden": self.cell_hidden}

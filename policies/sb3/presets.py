@@ -1,7 +1,11 @@
 """Algorithm presets: one call builds a working SB3 model for ``AlignSAM-v0``.
 
-Every preset passes :class:`~policies.features.MaskedEmbeddingExtractor` through ``policy_kwargs``,
-so each algorithm sees the masked embedding the same way. Hyper-parameters follow the paper where
+One policy architecture where SB3 allows it: PPO, A2C and MaskablePPO score each grid cell from its own features
+with shared weights (:class:`~policies.sb3.policy.AlignSAMPolicy`, :class:`~policies.sb3.policy.MaskableAlignSAMPolicy`),
+DQN takes each cell's Q-value the same way (:class:`~policies.sb3.policy.AlignSAMDQNPolicy`), all over
+:class:`~policies.sb3.features.SpatialEmbeddingExtractor`; RecurrentPPO keeps ``MlpLstmPolicy`` over
+:class:`~policies.sb3.features.MaskedEmbeddingExtractor` (its LSTM state is one vector for the whole grid).
+Only MaskablePPO applies the action mask in training (:data:`TRAINS_WITH_ACTION_MASKS`). Hyper-parameters follow the paper where
 it gives them (Adam 1e-4, gamma 0.99, PPO clip 0.2) and are otherwise small enough for a CPU.
 """
 
@@ -11,24 +15,27 @@ from typing import Any
 
 from alignsam_gym.observation import CompactObservationSpace, EmbeddingTable
 from policies.sb3.features import MaskedEmbeddingExtractor
-from policies.sb3.policy import AlignSAMPolicy, MaskableAlignSAMPolicy
+from policies.sb3.policy import AlignSAMDQNPolicy, AlignSAMPolicy, MaskableAlignSAMPolicy
 
 #: the policy name SB3 requires for Dict observations (``obs_mode="compact"``)
 DICT_POLICIES = {"MlpPolicy": "MultiInputPolicy", "MlpLstmPolicy": "MultiInputLstmPolicy"}
 
 EXTRACTOR = {"features_extractor_class": MaskedEmbeddingExtractor}
 #: the plugin's policies by name, so a YAML config can choose one (``hyperparameters: {policy: ...}``)
-POLICIES = {"AlignSAMPolicy": AlignSAMPolicy, "MaskableAlignSAMPolicy": MaskableAlignSAMPolicy}
+POLICIES = {"AlignSAMPolicy": AlignSAMPolicy, "MaskableAlignSAMPolicy": MaskableAlignSAMPolicy,
+            "AlignSAMDQNPolicy": AlignSAMDQNPolicy}
+#: whether each algorithm applies the env's action mask (cells not prompted yet) while it trains; evaluation
+#: applies it to every policy (``evaluate(no_repeats=True)``), so for the others it is an evaluation-only rule
+TRAINS_WITH_ACTION_MASKS = {"ppo": False, "a2c": False, "dqn": False, "maskable_ppo": True, "recurrent_ppo": False}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "ppo": {"policy": AlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128,
             "batch_size": 64, "n_epochs": 10, "ent_coef": 0.01},
     "a2c": {"policy": AlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "n_steps": 16, "ent_coef": 0.01},
-    "dqn": {"policy": "MlpPolicy", "policy_kwargs": dict(EXTRACTOR), "learning_rate": 1e-4, "gamma": 0.99,
+    "dqn": {"policy": AlignSAMDQNPolicy, "learning_rate": 1e-4, "gamma": 0.99,
             "buffer_size": 5000, "learning_starts": 200, "batch_size": 32, "train_freq": 4,
             "target_update_interval": 500, "exploration_fraction": 0.3},
-    "maskable_ppo": {"policy": "MlpPolicy", "policy_kwargs": {**EXTRACTOR, "ortho_init": False},
-                     "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128, "batch_size": 64,
+    "maskable_ppo": {"policy": MaskableAlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128, "batch_size": 64,
                      "n_epochs": 10, "ent_coef": 0.01},
     "recurrent_ppo": {"policy": "MlpLstmPolicy", "policy_kwargs": {**EXTRACTOR, "ortho_init": False,
                                                                   "lstm_hidden_size": 128},
