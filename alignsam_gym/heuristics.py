@@ -110,7 +110,10 @@ def oracle_action(env, candidates: int | None = None) -> int:
     """
     allowed = env.action_masks()
     truth, ignore = env.target_mask, env.target_ignore
-    error = np.abs(mask_at_actions(env, truth.astype(np.float64)) - mask_at_actions(env))
-    cells = _most(error, allowed, candidates)
+    if candidates is None:
+        cells = np.flatnonzero(allowed)  # the full search, in index order (ties go to the lowest index)
+    else:
+        cells = _most(np.abs(mask_at_actions(env, truth.astype(np.float64)) - mask_at_actions(env)), allowed,
+                      candidates)
     _, logits = env.preview(cells)
     return int(cells[int(np.argmax([iou(m > 0, truth, ignore) for m in logits]))])

@@ -1,41 +1,32 @@
 """How much better than SRM-greedy could a prompter be? Prompting rules without learning, and an oracle.
 
-The rules are :mod:`alignsam_gym.heuristics`' (where they moved from this script; the package's oracle decodes
-its candidates through ``env.preview``, which labels them as the env does: with the SRM here, as before).
-
 With one trained SRM (a run's ``srm.pt``) labelling every prompt, as in the paper's test protocol (SRM
-initial prompts, T = 15), on a task's test split, this measures each rule's final mIoU, its IoU after
-each prompt and its foreground rate:
+initial prompts, T = 15), this plays every rule of :mod:`alignsam_gym.heuristics` on the same images of a
+task's *validation* split (the training images outside the run's few-shot subset: pass the run's
+``--num-images`` and ``--subset-seed``), each image once, through :func:`policies.runs.evaluate`, and reports
+each rule's final mIoU, IoU after each prompt, foreground rate and its paired mIoU difference from
+``srm_greedy`` per image. A tool for choosing what to build, so it never reads the test split unless asked
+(``--split test``, for a final check only). ``oracle`` reads the ground truth: an upper bound, not a rule.
 
-- ``srm_greedy``: the SRM's most confident unprompted cell (the benchmark's heuristic);
-- ``disagree``: the unprompted cell where the SRM's map and the current mask differ most (the SRM then
-  labels it: background where the mask spills over, foreground where it falls short);
-- ``mix``: disagreement plus half the SRM's confidence ``|S - 0.5|`` (prompt where the mask is wrong and the
-  SRM is sure);
-- ``oracle``: one-step look-ahead on the ground truth: every unprompted cell is tried (SRM label, decode)
-  and the one whose mask has the highest true IoU is taken. Not a policy (it reads the ground truth); an
-  upper bound for a greedy prompter with these labels and this segmenter.
-
-    python experiments/prompt_headroom.py --srm RUN/srm.pt --task ccp-person --data-root ../shared/data/ccp \\
-        --episodes 40 --json experiments/results/recipe_search/prompt_headroom_ccp_person.json
+    python experiments/prompt_headroom.py --srm RUN/srm.pt --task ccp-person --data-root ../shared/data/ccp \
+        --num-images 50 --json /tmp/prompt_headroom_ccp_person.json
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 
-import gymnasium as gym
 import numpy as np
 
-from alignsam_gym import ENV_ID, __version__
+from alignsam_gym import __version__
 from alignsam_gym.atomic import write_json
-from alignsam_gym.heuristics import choose
-from policies.benchmarks.machine import machine
-from policies.runs import load_srm_weights
+from alignsam_gym.heuristics import HEURISTICS
+from policies.benchmarks.machine import machine, source_revision
+from policies.benchmarks.statistics import hierarchical_bootstrap_ci
+from policies.runs import evaluate, load_srm_weights
 
-RULES = ("srm_greedy", "disagree", "mix", "oracle")
+RULES = ("srm_greedy", "disagree", "mix", "srm_lookahead", "oracle")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,38 +34,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--srm", required=True, help="a run's srm.pt: the SRM that labels every prompt")
     parser.add_argument("--task", default="ccp-person")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--episodes", type=int, default=40, help="test episodes per rule (seeds 0..N-1)")
-    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    parser.add_argument("--split", default="val", choices=["val", "test"])
+    parser.add_argument("--num-images", type=int, default=50, help="the run's few-shot subset size (val: the rest)")
+    parser.add_argument("--subset-seed", type=int, default=0, help="the run's subset seed")
+    parser.add_argument("--images", type=int, default=None, help="a fixed sample of N images (default: every one)")
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=HEURISTICS)
     parser.add_argument("--decoder", default="v2", choices=["v1", "v2"], help="the embedded decoder")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
-    env_kwargs = {"task": args.task, "split": "test", "num_images": 100, "init_prompts": "srm",
-                  "backend_kwargs": {"decoder": args.decoder}, "device": "cpu"}
+    env_kwargs = {"task": args.task, "split": args.split, "num_images": args.num_images,
+                  "subset_seed": args.subset_seed, "init_prompts": "srm", "backend_kwargs": {"decoder": args.decoder}}
     if args.data_root:
         env_kwargs["data_root"] = args.data_root
-    env = gym.make(ENV_ID, **env_kwargs)
-    inner = env.unwrapped
-    inner.set_srm_weights(load_srm_weights(args.srm))
-    results = {}
+    srm = load_srm_weights(args.srm)
+    results, finals = {}, {}
     for rule in args.rules:
-        start, finals, hits, curves = time.perf_counter(), [], [], []
-        for episode in range(args.episodes):
-            _, info = env.reset(seed=episode)
-            curve, done = [info["iou"]], False
-            while not done:
-                _, _, done, _, info = env.step(choose(rule, inner, np.random.default_rng(episode)))
-                hits.append(info["is_foreground"])
-                curve.append(info["iou"])
-            finals.append(info["iou"])
-            curves.append(curve)
-        results[rule] = {"miou": round(float(np.mean(finals)), 4), "foreground_rate": round(float(np.mean(hits)), 4),
-                         "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)],
-                         "wall_s": round(time.perf_counter() - start, 1)}
-        print(f"{rule:12s} mIoU {results[rule]['miou']:.3f}  foreground rate {results[rule]['foreground_rate']:.3f}",
-              flush=True)
-    env.close()
-    report = {"benchmark": "prompt_headroom", "srm": args.srm, "env": env_kwargs, "episodes": args.episodes,
-              "results": results, "package_version": __version__, "command": " ".join(["python", *sys.argv]),
+        result = evaluate(rule, env_kwargs, images=args.images, seed=0, srm_weights=srm, device="cpu")
+        finals[rule] = np.array([[e["final_iou"] for e in result.pop("episodes")]])
+        results[rule] = {key: result[key] for key in ("miou", "foreground_rate", "iou_curve", "auc", "noc90", "images",
+                                                      "split_size", "wall_s")}
+        print(f"{rule:14s} mIoU {result['miou']:.3f}  foreground rate {result['foreground_rate']:.3f}", flush=True)
+    if "srm_greedy" in finals:
+        for rule, values in finals.items():
+            difference = values - finals["srm_greedy"]
+            low, high = hierarchical_bootstrap_ci(difference)
+            results[rule]["minus_srm_greedy"] = {"mean": float(difference.mean()), "low": low, "high": high}
+    report = {"benchmark": "prompt_headroom", "srm": args.srm, "env": env_kwargs, "results": results,
+              "package_version": __version__, "command": " ".join(["python", *sys.argv]), "source": source_revision(),
               "machine": machine()}
     if args.json:
         write_json(args.json, report)

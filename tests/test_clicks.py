@@ -170,6 +170,11 @@ def test_sbd_items_are_instances(tmp_path):
     assert dataset.names == ["2008_000002#1", "2008_000002#2", "2008_000003#1"]
     sample = dataset[1]
     assert sample.mask.sum() == 2 and sample.mask[2, 1] and sample.ignore.sum() == 7
+    # val holds no instance of a photo in train: the photos of the two splits differ
+    (tmp_path / "train.txt").write_text("2008_000002\n2008_000003\n")
+    for seed in range(4):
+        train, val = (make_dataset("sbd", split, 1, data_root=tmp_path, seed=seed).names for split in ("train", "val"))
+        assert len(train) == 1 and val and not {n.split("#")[0] for n in train} & {n.split("#")[0] for n in val}
     (tmp_path / "inst" / "2008_000003.mat").write_bytes(b"not a mat file")
     with pytest.raises(ValueError, match=r"2008_000003\.mat: not an SBD instance file"):
         make_dataset("sbd", "all", data_root=tmp_path)

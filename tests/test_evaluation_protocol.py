@@ -157,6 +157,10 @@ def test_hierarchical_bootstrap_interval():
     values = 0.1 + rng.normal(0, 0.2, size=(5, 200))
     low, high = hierarchical_bootstrap_ci(values, rng=np.random.default_rng(1))
     assert low < values.mean() < high and 0.02 < high - low < 0.12  # about 4 standard errors wide
+    # an image effect shared by every seed (a hard image is hard for each SRM) is not averaged away
+    shared = np.tile(rng.normal(0, 0.3, size=200), (5, 1))
+    narrow = hierarchical_bootstrap_ci(shared + rng.normal(0, 0.01, size=(5, 200)), rng=np.random.default_rng(1))
+    assert narrow[1] - narrow[0] > 3.92 * 0.3 / np.sqrt(200) * 0.8
     # seed-to-seed variation widens it: resampling the seeds is part of the uncertainty
     shifted = values + np.array([[-0.2], [-0.1], [0.0], [0.1], [0.2]])
     wide = hierarchical_bootstrap_ci(shifted, rng=np.random.default_rng(1))

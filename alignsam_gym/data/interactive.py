@@ -17,7 +17,9 @@ task            layout under ``data_root``                                      
 
 Splits: ``all`` is the whole set (the click benchmark's); the training images and ``test`` cut the sorted
 items two thirds / one third (SBD: its ``train.txt`` / ``val.txt``); ``train`` is a few-shot subset of
-``num_images`` training images drawn with ``seed``, ``val`` the other training images. Bad files fail as the other loaders' do, naming the file.
+``num_images`` training items drawn with ``seed``, ``val`` the other training items (SBD: of other photos than
+``train``'s). Berkeley's objects and DAVIS's frames do not say which photo or video they come from, so
+their ``val`` may share a photo (Berkeley: 100 objects on 96 images) or a video with ``train``. Bad files fail as the other loaders' do, naming the file.
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class SBDInstances(SegmentationDataset):
             labels = np.unique(read_sbd_instances(mat))
             items += [(image_id, int(k)) for k in labels if k not in (0, SBD_IGNORE)]
         if split in ("train", "val"):
-            items = split_items(items, split, num_images, seed)
+            items = split_items(items, split, num_images, seed, group=lambda item: item[0])  # val: other photos
         self.items = items
 
     def __len__(self) -> int:

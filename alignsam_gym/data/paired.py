@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -110,14 +110,17 @@ def few_shot(pairs: list, num_images: int | None, seed: int) -> list:
     return [pairs[i] for i in few_shot_indices(len(pairs), num_images, seed)]
 
 
-def split_items(items: list, split: str, num_images: int | None, seed: int) -> list:
+def split_items(items: list, split: str, num_images: int | None, seed: int,
+                group: Callable[[Any], Any] | None = None) -> list:
     """A split of ``items``, the stored training images (``train``, ``val``) or the stored test images (``test``).
 
     ``train`` is the few-shot subset of ``num_images`` drawn with ``seed`` (:func:`few_shot`); ``val`` is every
-    training image outside that subset, in order, so the same ``num_images`` and ``seed`` give disjoint
+    training item outside that subset, in order, so the same ``num_images`` and ``seed`` give disjoint
     splits; ``test`` is ``items`` whole.
 
-    :raises ValueError: for ``val`` when the subset takes every training image.
+    :param group: the photo an item shows, when several items share one (SBD's instances): ``val`` then also
+        leaves out every item of a photo in ``train``.
+    :raises ValueError: for ``val`` when the subset takes every training item (or photo).
     """
     check_split(split)
     if split == "test":
@@ -126,6 +129,9 @@ def split_items(items: list, split: str, num_images: int | None, seed: int) -> l
     if split == "train":
         return [items[i] for i in chosen]
     rest = sorted(set(range(len(items))) - set(chosen))
+    if group is not None:
+        seen = {group(items[i]) for i in chosen}
+        rest = [i for i in rest if group(items[i]) not in seen]
     if not rest:
         raise ValueError(f"split 'val' holds the training images outside the few-shot subset, but num_images="
                          f"{num_images} takes all {len(items)} of them: pass a smaller num_images")

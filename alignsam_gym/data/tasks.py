@@ -120,5 +120,10 @@ def make_dataset(task: str, split: str = "train", num_images: int = 50, data_roo
     if not spec.needs_data_root and data_root is not None:
         raise ValueError(f"task {task!r} is generated, it reads no files: leave data_root unset (got {data_root!r})")
     key = (spec.name, split, int(num_images), None if data_root is None else str(Path(data_root).resolve()), seed)
-    return _datasets.get(key, lambda: spec.factory(split, int(num_images),
-                                                   None if data_root is None else Path(data_root), seed))
+    try:
+        return _datasets.get(key, lambda: spec.factory(split, int(num_images),
+                                                       None if data_root is None else Path(data_root), seed))
+    except ValueError as err:
+        if split == "val":  # learning curves, EpisodeImages and tuning read val: say which task asked
+            raise ValueError(f"task {spec.name!r}, split 'val' (data_root {data_root}): {err}") from err
+        raise

@@ -78,7 +78,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``split``: ``"train"``, ``"val"`` or ``"test"``. ``num_images``: images in the split (default 50; for
       file-based tasks the size of the few-shot training subset, drawn with ``subset_seed`` (0), and ``val`` is
       every other training image, so train and val envs with the same ``num_images`` and ``subset_seed`` never
-      share an image; their test split is always whole). Learning curves, early stopping and tuning read
+      share a sample (Berkeley and DAVIS: see ``alignsam_gym.data.interactive``); their test split is always
+      whole). Learning curves, early stopping and tuning read
       ``val``; ``test`` is for the final benchmark.
     - ``backend``: registered segmenter name: ``"lite"`` (embedded default), ``"sam"`` or ``"sam2"``
       (SAM 2 / 2.1, observation ``(256, 64, 64)``; ``backend_kwargs={"sam2_config": ...}`` names its config).

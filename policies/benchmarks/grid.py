@@ -56,9 +56,9 @@ from alignsam_gym.atomic import write_json, write_yaml
 from alignsam_gym.backends import make_backend
 from alignsam_gym.data.tasks import get_task
 from alignsam_gym.heuristics import HEURISTICS
+from policies.benchmarks.comparisons import benchmark_statistics
 from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
 from policies.benchmarks.machine import command_line, machine, package_versions, source_revision
-from policies.benchmarks.comparisons import benchmark_statistics
 from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
 from policies.runs.config import load_yaml_config
@@ -192,7 +192,7 @@ def record_srm(trial: Trial, policy: str) -> str:
 
 
 def trial_records(config: dict[str, Any], trial: Trial) -> list[dict[str, Any]]:
-    """The record keys (task, policy, setting, seed) a trial produces, in report order."""
+    """The record keys (task, policy, SRM, setting, seed) a trial produces, in report order."""
     return [{"task": trial.task, "policy": policy, "srm": record_srm(trial, policy), "label_source": label_source,
              "branch": branch, "max_prompts": max_prompts, "seed": trial.seed}
             for policy in config["policies"] if policy in trial.policies
@@ -293,6 +293,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     results_file = out / f"{report_name}.json"
     table = EpisodeTable(out / f"{report_name}_episodes.parquet")
     records: list[dict[str, Any]] = []
+    earlier_wall = 0.0  # the wall time of the sessions that wrote what results_file holds
     if results_file.is_file():
         try:
             previous = json.loads(results_file.read_text())
@@ -307,9 +308,10 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                              "(a new default decoder?); choose another --out, or pin the recorded one in "
                              "backend_kwargs (lite: {decoder: v1}), so its records are not mixed with new ones")
         records = previous.get("results", [])
+        earlier_wall = float(previous.get("wall_s_total", previous.get("wall_s_this_session", 0.0)) or 0.0)
     rows = table.read(records)  # rows of records results.json does not list (a crash between the writes) go
     counted = _rows_per_record(rows)
-    short = [_record_key(r) for r in records if counted.get(_record_key(r), 0) != r["images"]]
+    short = [_record_key(r) for r in records if counted.get(_record_key(r), 0) != r.get("images")]
     if short:
         raise ValueError(f"{table.path} lacks the episodes of {len(short)} records of {results_file} (first: "
                          f"{short[0]}); choose another --out, or move both files away to start over")
@@ -347,7 +349,8 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         run_trials_on_ray(run_trial, config, todo, out, frozenset(done), finished, ray_address, progress)
     report = {"config": config, "backend_identity": identity, "results": records, "summary": summarize(records),
               "statistics": benchmark_statistics(config, records, rows),
-              "wall_s_this_session": round(time.perf_counter() - start, 1), "package_version": __version__,
+              "wall_s_this_session": round(time.perf_counter() - start, 1),
+              "wall_s_total": round(earlier_wall + time.perf_counter() - start, 1), "package_version": __version__,
               "command": command_line(), "source": source_revision(), "packages": package_versions(),
               "machine": machine()}
     write_json(results_file, report)

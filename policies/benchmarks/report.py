@@ -43,7 +43,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = "",
-             spread: str = "mean ± standard deviation over seeds") -> str:
+             spread: str = "mean ± standard deviation over seeds (a heuristic's: over seeds and the SRMs it ran with)"
+             ) -> str:
     backend = config["backend"]
     note = f" {DISCLAIMER}" if backend == "lite" else ""
     images = ("every test image once" if config.get("images") is None
@@ -81,7 +82,8 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
     for policy in [p for p in policies if p not in HEURISTICS]:
         rows, fg_bar, miou_bar, compared = [], 0, 0, 0
         for task in tasks:
-            mine, theirs = groups.get((task, policy)), groups.get((task, "random"))
+            mine = groups.get((task, policy))
+            theirs = [r for r in groups.get((task, "random"), []) if r.get("srm", policy) == policy]  # its SRM
             if not mine or not theirs:
                 continue
             m = {k: float(np.mean([r[k] for r in mine])) for k in ("foreground_rate", "miou")}
@@ -143,7 +145,7 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
     for policy, a in statistics["aggregate"].items():
         f = statistics["foreground_rate"][policy]
         poi = statistics.get("probability_of_improvement", {}).get(policy)
-        rows.append([policy, f"{a['iqm']:.3f} [{a['iqm_low']:.3f}, {a['iqm_high']:.3f}]",
+        rows.append([f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy, f"{a['iqm']:.3f} [{a['iqm_low']:.3f}, {a['iqm_high']:.3f}]",
                      f"{a['mean']:.3f} [{a['mean_low']:.3f}, {a['mean_high']:.3f}]",
                      f"{f['iqm']:.3f} [{f['iqm_low']:.3f}, {f['iqm_high']:.3f}]",
                      "–" if poi is None else f"{poi:.2f}"])
@@ -262,7 +264,7 @@ def markdown(report: dict[str, Any]) -> str:
         parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
                   _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
     parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
-              "(the first test episode of each policy, seed 0, after 0, 1, 3, 7 and 15 prompts); with several seeds "
+              "(the first test episode of each policy, first seed, after 0, 1, 3, 7 and 15 prompts); with several seeds "
               "`plots/performance_profile.png` (the fraction of runs above each normalised mIoU), "
               "`plots/prompt_efficiency.png` (AUC, NoC@85, NoC@90) and, for runs trained with "
               "`eval_every`, `plots/learning_curves_<task>.png` (validation mIoU and foreground rate against env steps, "

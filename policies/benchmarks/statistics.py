@@ -10,8 +10,9 @@ Scores of one policy are an array ``(runs, tasks)``: one value (mIoU, foreground
   (ties count half), averaged over tasks: the Mann-Whitney U statistic, normalised.
 - :func:`performance_profile`: the fraction of all runs scoring above each threshold ``tau``.
 - :func:`hierarchical_bootstrap_ci`: the interval of a mean over ``(seeds, images)`` paired differences,
-  resampling seeds, then images within each resampled seed (both are random: the SRM's training and the
-  test images), for comparisons of two policies on the same images under the same SRM.
+  resampling the seeds and then the images (both are random: the SRM's training and the test images; every
+  seed plays the same images, so one image draw serves all drawn seeds), for comparisons of two policies on
+  the same images under the same SRM.
 - :func:`paired_test`: the Wilcoxon signed-rank test of per-image differences (averaged over seeds).
 
 Written here and tested against ``rliable`` (``tests/test_statistics.py``); every random draw goes
@@ -112,8 +113,10 @@ def interval_estimates(scores: dict[str, np.ndarray], repetitions: int = 2000, c
 def hierarchical_bootstrap_ci(values: np.ndarray, repetitions: int = 2000, confidence: float = 0.95,
                               rng: np.random.Generator | None = None) -> tuple[float, float]:
     """Percentile interval of the mean of ``(seeds, images)`` values (paired differences, agent minus baseline,
-    image by image) over ``repetitions`` two-level bootstrap resamples: the seeds with replacement, then for
-    each drawn seed its images with replacement.
+    image by image) over ``repetitions`` two-level bootstrap resamples: the seeds with replacement, then the
+    images with replacement. The images are crossed with the seeds (every seed plays the same ones), so one
+    image draw is shared by the drawn seeds: redrawing them per seed would average the image-to-image
+    variation away and narrow the interval by about the square root of the number of seeds.
 
     :param rng: the generator of the resampling (default: seeded with 0, so a report is reproducible).
     """
@@ -127,8 +130,8 @@ def hierarchical_bootstrap_ci(values: np.ndarray, repetitions: int = 2000, confi
     means = np.empty(repetitions)
     for r in range(repetitions):
         rows = rng.integers(0, seeds, size=seeds)
-        columns = rng.integers(0, images, size=(seeds, images))
-        means[r] = values[rows[:, None], columns].mean()
+        columns = rng.integers(0, images, size=images)
+        means[r] = values[np.ix_(rows, columns)].mean()
     alpha = (1 - confidence) / 2
     low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
     return float(low), float(high)
@@ -137,7 +140,10 @@ def hierarchical_bootstrap_ci(values: np.ndarray, repetitions: int = 2000, confi
 def paired_test(values: np.ndarray) -> float:
     """Two-sided p-value of the Wilcoxon signed-rank test that ``(seeds, images)`` paired differences are
     centred on zero, with each image's difference averaged over the seeds (the images are the independent
-    units; the seeds of one image share it). 1.0 when every difference is zero."""
+    units; the seeds of one image share it). It tests the difference on these test images given these trained
+    SRMs: the seeds' variation is not part of it (with five seeds a test over seeds has little power), so the
+    hierarchical interval, not the p-value, is the statement about a new training run. 1.0 when every
+    difference is zero."""
     per_image = _scores(values).mean(axis=0)
     if not np.any(per_image != 0):
         return 1.0

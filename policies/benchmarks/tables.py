@@ -41,7 +41,7 @@ def _provenance(report: dict[str, Any]) -> str:
     images = sorted({(r["images"], r["split_size"]) for r in records if "images" in r})
     coverage = ", ".join(f"{n} of {m}" for n, m in images) or "unrecorded"
     commit = source.get("commit", "unrecorded")[:10] + (" (uncommitted changes)" if source.get("dirty") else "")
-    wall = report.get("wall_s_this_session")
+    wall = report.get("wall_s_total", report.get("wall_s_this_session"))
     return (f"`{report.get('command', 'unrecorded')}` at commit {commit}; backend "
             f"`{report.get('backend_identity') or config['backend']}`; seeds {config['seeds']}; test images per "
             f"record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
@@ -56,6 +56,8 @@ def render_results(path: str | Path) -> str:
     :raises ValueError: when the file is not a benchmark report, naming it.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: result file not found (run the benchmark that writes it, or fix the path)")
     try:
         report = json.loads(path.read_text())
         config, records = report["config"], report["results"]
@@ -66,7 +68,8 @@ def render_results(path: str | Path) -> str:
     aggregate = statistics.get("aggregate")
     if aggregate:
         name = "normalised mIoU" if statistics.get("score") == "normalised_miou" else "mIoU"
-        rows = [[p, _interval(a["iqm"], a["iqm_low"], a["iqm_high"]), _interval(a["mean"], a["mean_low"], a["mean_high"])]
+        rows = [[f"{p} (upper bound)" if p in UPPER_BOUNDS else p, _interval(a["iqm"], a["iqm_low"], a["iqm_high"]),
+                 _interval(a["mean"], a["mean_low"], a["mean_high"])]
                 for p, a in sorted(aggregate.items(), key=lambda item: -item[1]["iqm"])]
         lines += _table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows) + [""]
     main = main_records(config, records)

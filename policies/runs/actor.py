@@ -72,7 +72,7 @@ class Actor:
         """Whether ``no_repeats`` holds for this actor: RecurrentPPO's SB3 policy takes no action mask."""
         return self.algorithm != "recurrent_ppo"
 
-    def start_episode(self, seed: int | None = None) -> None:
+    def start_episode(self, seed: int | tuple[int, ...] | None = None) -> None:
         """Forget the recurrent state: the next :meth:`act` is an episode's first. ``seed`` reseeds the random
         heuristic's generator, so its draws on an image do not depend on the episodes before it."""
         self._state, self._first = None, True

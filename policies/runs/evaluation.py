@@ -101,7 +101,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
     for image_index in played:
         reset_seed = episode_seed(seed, image_index)
         obs, info = env.reset(seed=reset_seed, options={"image_index": image_index})
-        actor.start_episode(seed=reset_seed)
+        actor.start_episode(seed=(reset_seed, 1))  # a stream of its own, not the env's initial-prompt draws
         ious, actions, labels, rewards, hits, done = [info["iou"]], [], [], [], [], False
         while not done:
             if not rows and len(actions) in frames_at:

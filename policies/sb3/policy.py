@@ -94,7 +94,7 @@ class AlignSAMDQNPolicy(DQNPolicy):
     """DQN's policy for ``AlignSAM-v0`` with the per-cell head of :class:`AlignSAMPolicy`: the Q-value of prompting
     a cell is scored from that cell's features with shared weights (:class:`CellScores` over
     :class:`SpatialEmbeddingExtractor`'s map), in the online and the target network alike. ``cell_hidden``
-    (``policy_kwargs``) as for :class:`AlignSAMPolicy`.
+    (``policy_kwargs``) as for :class:`AlignSAMPolicy`; ``net_arch`` has no effect (the head is the cell score).
     """
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,

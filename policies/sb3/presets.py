@@ -92,6 +92,9 @@ def make_model(algorithm: str, env: Any, device: str = "auto", seed: int | None 
         kwargs["policy_kwargs"] = policy_kwargs
     policy = kwargs.pop("policy")
     policy = POLICIES.get(policy, policy) if isinstance(policy, str) else policy
+    if isinstance(policy, str) and "features_extractor_class" not in policy_kwargs:
+        policy_kwargs = {**EXTRACTOR, **policy_kwargs}  # an SB3 policy by name: it reads the embedding as the others
+        kwargs["policy_kwargs"] = policy_kwargs
     if isinstance(env.observation_space, CompactObservationSpace):
         extractor_kwargs = dict(policy_kwargs.get("features_extractor_kwargs") or {})
         extractor_kwargs.setdefault("embedding_table", embedding_table_of(env))
