@@ -39,7 +39,7 @@ def _report(tmp_path: Path) -> Path:
 def test_a_block_is_rendered_from_its_file_and_a_changed_number_is_caught(tmp_path):
     results = _report(tmp_path)
     text = render_results(results)
-    assert "`alignsam benchmark --config c` at commit 0123456789; backend `lite-v2/abc`" in text
+    assert "`alignsam benchmark --config c`; report written at commit 0123456789; backend `lite-v2/abc`" in text
     assert "test images per record: 4 of 4" in text and "| oracle (upper bound) | 0.900 |" in text
     assert "| t | ppo | random | +0.100 [+0.050, +0.150] | 0.01 | 1 x 4 |" in text
     page = tmp_path / "page.md"

@@ -294,6 +294,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     table = EpisodeTable(out / f"{report_name}_episodes.parquet")
     records: list[dict[str, Any]] = []
     earlier_wall = 0.0  # the wall time of the sessions that wrote what results_file holds
+    earlier_commands: list[str] = []  # and their commands
     if results_file.is_file():
         try:
             previous = json.loads(results_file.read_text())
@@ -309,6 +310,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
                              "backend_kwargs (lite: {decoder: v1}), so its records are not mixed with new ones")
         records = previous.get("results", [])
         earlier_wall = float(previous.get("wall_s_total", previous.get("wall_s_this_session", 0.0)) or 0.0)
+        earlier_commands = list(previous.get("commands") or ([previous["command"]] if "command" in previous else []))
     rows = table.read(records)  # rows of records results.json does not list (a crash between the writes) go
     counted = _rows_per_record(rows)
     short = [_record_key(r) for r in records if counted.get(_record_key(r), 0) != r.get("images")]
@@ -351,7 +353,8 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
               "statistics": benchmark_statistics(config, records, rows),
               "wall_s_this_session": round(time.perf_counter() - start, 1),
               "wall_s_total": round(earlier_wall + time.perf_counter() - start, 1), "package_version": __version__,
-              "command": command_line(), "source": source_revision(), "packages": package_versions(),
+              "command": command_line(), "commands": [*earlier_commands, command_line()],
+              "source": source_revision(), "packages": package_versions(),
               "machine": machine()}
     write_json(results_file, report)
     write_report(report, out, frames, report_name)

@@ -42,7 +42,9 @@ def _provenance(report: dict[str, Any]) -> str:
     coverage = ", ".join(f"{n} of {m}" for n, m in images) or "unrecorded"
     commit = source.get("commit", "unrecorded")[:10] + (" (uncommitted changes)" if source.get("dirty") else "")
     wall = report.get("wall_s_total", report.get("wall_s_this_session"))
-    return (f"`{report.get('command', 'unrecorded')}` at commit {commit}; backend "
+    commands = report.get("commands") or [report.get("command", "unrecorded")]
+    rerendered = f" (statistics re-rendered by `{commands[-1]}`)" if len(commands) > 1 else ""
+    return (f"`{commands[0]}`{rerendered}; report written at commit {commit}; backend "
             f"`{report.get('backend_identity') or config['backend']}`; seeds {config['seeds']}; test images per "
             f"record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
 
