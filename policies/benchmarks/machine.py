@@ -52,14 +52,16 @@ def package_versions() -> dict[str, str | None]:
 
 
 def source_revision() -> dict[str, Any]:
-    """``{"commit", "dirty"}`` of the git checkout the package runs from (tracked files changed since the
-    commit: ``dirty``), or ``{"commit": None}`` when it is installed from elsewhere or git is missing."""
+    """``{"commit", "dirty"}`` of the git checkout the package runs from (tracked files outside
+    ``experiments/results``, which benchmarks write, changed since the commit: ``dirty``), or
+    ``{"commit": None}`` when it is installed from elsewhere or git is missing."""
     root = Path(__file__).resolve().parents[2]
     try:
         def git(*args: str) -> str:
             return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
                                   timeout=30).stdout.strip()
 
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                                                 ":(exclude)experiments/results"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
