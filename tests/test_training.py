@@ -70,19 +70,23 @@ def test_compact_observations_refuse_subprocess_workers():
         make_training_env(config)
 
 
-@pytest.mark.parametrize("policy", ["preset", "MaskableAlignSAMPolicy"])
+@pytest.mark.parametrize("policy", ["preset", "MlpPolicy"])
 def test_maskable_ppo_never_repeats_a_cell(policy):
+    """The preset is the per-cell MaskableAlignSAMPolicy; SB3's MlpPolicy by name still reads the embedding through
+    the plugin's extractor; both never prompt a cell twice."""
     from sb3_contrib.common.maskable.utils import get_action_masks
 
-    from policies import MaskableAlignSAMPolicy
+    from policies import MaskableAlignSAMPolicy, MaskedEmbeddingExtractor, SpatialEmbeddingExtractor
     from policies.sb3.policy import CellScores
 
     env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs={**ENV_KWARGS, "max_prompts": 15})
     chosen_policy = {} if policy == "preset" else {"policy": policy}
     model = make_model("maskable_ppo", env, device="cpu", seed=0, policy_kwargs={"features_extractor_kwargs": SMALL},
                        **chosen_policy, **SHORT["maskable_ppo"])
-    assert isinstance(model.policy, MaskableAlignSAMPolicy) == (policy == "MaskableAlignSAMPolicy")
-    assert isinstance(model.policy.action_net, CellScores) == (policy == "MaskableAlignSAMPolicy")
+    assert isinstance(model.policy, MaskableAlignSAMPolicy) == (policy == "preset")
+    assert isinstance(model.policy.action_net, CellScores) == (policy == "preset")
+    assert isinstance(model.policy.features_extractor, SpatialEmbeddingExtractor if policy == "preset"
+                      else MaskedEmbeddingExtractor)
     model.learn(32)  # training samples only unprompted cells, so the masked logits are finite everywhere used
     obs = env.reset()
     chosen = []
