@@ -112,8 +112,9 @@ def _paired_section(config: dict[str, Any], paired: list[dict[str, Any]]) -> lis
     parts = ["## Paired comparisons", "",
              "Each trained agent against each baseline evaluated with the agent's own SRM, on the same test images "
              "of the same seeds: the mean per-image difference (agent minus baseline) with its 95% interval from "
-             "a hierarchical bootstrap (2,000 resamples of the seeds, then of the images, one draw shared by the drawn seeds), and the "
-             "two-sided Wilcoxon signed-rank p-value of the per-image differences (averaged over seeds).", ""]
+             "a hierarchical bootstrap (2,000 resamples of the seeds, then of the images, one draw shared by the "
+             "drawn seeds), and the two-sided Wilcoxon signed-rank p-value of the per-image differences (averaged "
+             "over seeds).", ""]
     for metric, name in (("miou", "mIoU"), ("foreground_rate", "foreground rate")):
         rows = [[c["task"], c["agent"], c["baseline"], f"{c['agent_mean']:.3f}", f"{c['baseline_mean']:.3f}",
                  f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]", f"{c['p_value']:.2g}",
