@@ -20,5 +20,5 @@ from policies.sb3 import (
     SpatialEmbeddingExtractor, SRMCallback, make_model,
 )
 
-__all__ = ["AlignSAMDQNPolicy", "AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor", "PRESETS",
-           "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]
+__all__ = ["AlignSAMDQNPolicy", "AlignSAMPolicy", "AlignSAMVecEnv", "MaskableAlignSAMPolicy", "MaskedEmbeddingExtractor",
+           "PRESETS", "SRMCallback", "SpatialEmbeddingExtractor", "make_model"]

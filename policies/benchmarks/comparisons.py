@@ -42,7 +42,8 @@ def normalisers(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     their mean mIoU over the task's records."""
     out = {}
     for task in dict.fromkeys(r["task"] for r in records):
-        means = {p: [r["miou"] for r in records if r["task"] == task and r["policy"] == p] for p in ("random", "oracle")}
+        means = {p: [r["miou"] for r in records if r["task"] == task and r["policy"] == p]
+                 for p in ("random", "oracle")}
         if all(means.values()):
             low, high = float(np.mean(means["random"])), float(np.mean(means["oracle"]))
             if high > low:

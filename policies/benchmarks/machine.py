@@ -61,7 +61,7 @@ def source_revision() -> dict[str, Any]:
             return subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True, text=True,
                                   timeout=30).stdout.strip()
 
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
-                                                                 ":(exclude)experiments/results"))}
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)experiments/results")
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(changed)}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}

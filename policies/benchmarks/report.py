@@ -121,7 +121,8 @@ def _paired_section(config: dict[str, Any], paired: list[dict[str, Any]]) -> lis
                  f"{c['seeds']} x {c['images']}"] for c in paired if c["metric"] == metric]
         if rows:
             parts += [_caption(config, f"Paired {name} differences.", config["label_sources"][0],
-                               f", T = {max(config['max_prompts'])}", "difference [95% hierarchical bootstrap interval]"),
+                               f", T = {max(config['max_prompts'])}",
+                               "difference [95% hierarchical bootstrap interval]"),
                       "", _table(["task", "agent", "baseline", "agent", "baseline", "difference [95% CI]", "p",
                                   "seeds x images"], rows), ""]
     return parts
@@ -146,7 +147,8 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
     for policy, a in statistics["aggregate"].items():
         f = statistics["foreground_rate"][policy]
         poi = statistics.get("probability_of_improvement", {}).get(policy)
-        rows.append([f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy, f"{a['iqm']:.3f} [{a['iqm_low']:.3f}, {a['iqm_high']:.3f}]",
+        rows.append([f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy,
+                     f"{a['iqm']:.3f} [{a['iqm_low']:.3f}, {a['iqm_high']:.3f}]",
                      f"{a['mean']:.3f} [{a['mean_low']:.3f}, {a['mean_high']:.3f}]",
                      f"{f['iqm']:.3f} [{f['iqm_low']:.3f}, {f['iqm_high']:.3f}]",
                      "–" if poi is None else f"{poi:.2f}"])
