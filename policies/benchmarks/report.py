@@ -326,9 +326,9 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
             ax.set_xticks(np.arange(len(tasks)) + width * (len(policies) - 1) / 2)
             ax.set_xticklabels(tasks, fontsize=7, rotation=20)
             ax.set_ylabel(label + ("" if metric == "auc" else f" (T + 1 = {max(config['max_prompts']) + 1}: never)"))
-        axes[0].legend(fontsize=7)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=min(len(policies), 8), fontsize=7)
         fig.suptitle(f"Prompt efficiency ({caption})", fontsize=9)
-        written.append(_save_figure(plt, fig, plots / "prompt_efficiency.png"))
+        written.append(_save_figure(plt, fig, plots / "prompt_efficiency.png", rect=(0, 0.1, 1, 1)))
     scale = (report.get("statistics") or {}).get("normalisation")
     written += _statistics_plots(plt, main, plots, caption, scale)
     for task, by_policy in frames.items():
@@ -352,9 +352,10 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     return written
 
 
-def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
-    """Lay out, write (PNG, 120 dpi) and close one figure; its path."""
-    fig.tight_layout()
+def _save_figure(plt: Any, fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out (within ``rect`` of the figure, leaving room for a figure legend), write (PNG, 120 dpi) and close
+    one figure; its path."""
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
