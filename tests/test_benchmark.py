@@ -174,3 +174,17 @@ def test_grid_statistics_curves_and_per_algorithm_hyperparameters(tmp_path):
     assert (tmp_path / "plots" / "learning_curves_synthetic-shapes.png").is_file()
     assert "## Aggregate statistics" in (tmp_path / "results.md").read_text()
     assert "## Paired comparisons" in (tmp_path / "results.md").read_text()
+
+
+def test_upper_bounds_run_under_the_first_trained_srm_unless_asked(tmp_path):
+    """The oracle is the normaliser, never a paired baseline: by default it runs once per task and seed."""
+    from policies.benchmarks.grid import plan_trials, resolve_benchmark_config
+
+    raw = {"tasks": ["synthetic-shapes"], "seeds": [0, 1], "policies": ["random", "oracle", "ppo", "a2c"]}
+    first = {(t.seed, t.algorithm): t.policies for t in plan_trials(resolve_benchmark_config(raw))}
+    assert first[(0, "ppo")] == ("ppo", "random", "oracle") and first[(0, "a2c")] == ("a2c", "random")
+    every = {(t.seed, t.algorithm): t.policies
+             for t in plan_trials(resolve_benchmark_config({**raw, "upper_bound_srms": "all"}))}
+    assert every[(1, "a2c")] == ("a2c", "random", "oracle")
+    with pytest.raises(ValueError, match="upper_bound_srms must be 'first' or 'all'"):
+        resolve_benchmark_config({**raw, "upper_bound_srms": "some"})

@@ -21,6 +21,9 @@ A benchmark config (YAML) names a grid::
             hyperparameters: {ppo: {n_steps: 128}, dqn: {...}}}  # shared, or per algorithm
     env: {clip_checkpoint: ...}      # extra env kwargs for training and test
     resources: {cpu: 1, gpu: 0}      # per trial with --ray (policies.benchmarks.ray_grid)
+    upper_bound_srms: first          # the oracle under the first trained algorithm's SRM only (its full search
+                                     # is the costliest evaluation; it is the normaliser, never a paired
+                                     # baseline), or all
 
 For every (task, seed) each trained algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable_ppo``,
 ``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``), and every heuristic
@@ -55,7 +58,7 @@ from alignsam_gym import __version__
 from alignsam_gym.atomic import write_json, write_yaml
 from alignsam_gym.backends import make_backend
 from alignsam_gym.data.tasks import get_task
-from alignsam_gym.heuristics import HEURISTICS
+from alignsam_gym.heuristics import HEURISTICS, UPPER_BOUNDS
 from policies.benchmarks.comparisons import benchmark_statistics
 from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
 from policies.benchmarks.machine import command_line, machine, package_versions, source_revision
@@ -72,6 +75,7 @@ DEFAULTS: dict[str, Any] = {
     "frames_at": [0, 1, 3, 7, 15],
     "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
     "resources": {"cpu": 1, "gpu": 0},  # per trial, when trials run on Ray (--ray); ignored otherwise
+    "upper_bound_srms": "first",  # the ground-truth upper bounds (oracle) under the first trained SRM, or "all"
 }
 BRANCHES = ("default", "implicit", "explicit")
 #: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
@@ -109,6 +113,8 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
     for branch in config["branches"]:
         if branch not in BRANCHES:
             raise ValueError(f"branches: {branch!r} is not one of {list(BRANCHES)}")
+    if config["upper_bound_srms"] not in ("first", "all"):
+        raise ValueError(f"upper_bound_srms must be 'first' or 'all', got {config['upper_bound_srms']!r}")
     images = config["images"]
     if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
         raise ValueError(f"images must be a positive integer or null (the whole test split), got {images!r}")
@@ -157,7 +163,8 @@ def _record_key(record: dict[str, Any]) -> str:
 class Trial:
     """One unit of a benchmark: train ``algorithm`` on ``task`` with ``seed`` (None: nothing to train) and
     evaluate the records of ``policies``: the algorithm and every heuristic with its SRM (the paper's
-    "random + SRM"); the first trained algorithm's trial also evaluates the run folders, with their own."""
+    "random + SRM"; the upper bounds only in the first algorithm's trial unless ``upper_bound_srms: all``); the
+    first trained algorithm's trial also evaluates the run folders, with their own."""
 
     task: str
     seed: int
@@ -180,7 +187,9 @@ def plan_trials(config: dict[str, Any]) -> list[Trial]:
             if not trained:
                 trials.append(Trial(task, seed, None, heuristics + folders))
             for i, algorithm in enumerate(trained):
-                trials.append(Trial(task, seed, algorithm, (algorithm, *heuristics, *(folders if i == 0 else ()))))
+                baselines = tuple(h for h in heuristics if i == 0 or h not in UPPER_BOUNDS
+                                  or config["upper_bound_srms"] == "all")
+                trials.append(Trial(task, seed, algorithm, (algorithm, *baselines, *(folders if i == 0 else ()))))
     return trials
 
 
@@ -253,10 +262,15 @@ def _report_order(config: dict[str, Any]) -> dict[str, int]:
     return {_record_key(r): i for i, r in enumerate(r for t in plan_trials(config) for r in trial_records(config, t))}
 
 
+#: config keys added after results were first written, with the value that reproduces those results
+LATER_KEYS = {"upper_bound_srms": "first"}
+
+
 def _scheduling_free(config: dict[str, Any]) -> dict[str, Any]:
     """The config without the keys that only say where trials run (``resources``): a benchmark run sequentially
-    and one run on Ray record the same thing, so either resumes the other."""
-    return {k: v for k, v in config.items() if k != "resources"}
+    and one run on Ray record the same thing, so either resumes the other. A key added later (:data:`LATER_KEYS`)
+    takes the value its earlier results were computed with."""
+    return {k: v for k, v in {**LATER_KEYS, **config}.items() if k != "resources"}
 
 
 def backend_identity(config: dict[str, Any]) -> str | None:
