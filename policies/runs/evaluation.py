@@ -63,7 +63,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
     :param images: how many images of the split to play: None (default) every one; fewer: the fixed seeded
         sample :func:`evaluation_images` (``sample_seed``), the same for every policy and ``seed``.
     :param seed: the episodes' seed: the episode on image ``i`` is reset with :func:`episode_seed` ``(seed, i)``
-        (initial prompts) and a stochastic policy is reseeded with it.
+        (initial prompts), and a stochastic policy is reseeded from it with a stream of its own.
     :param srm_weights: SRM weights for the env (labels and SRM initial prompts); a run's own by default.
     :param no_repeats: every policy chooses among the cells it has not prompted yet this episode
         (``env.action_masks()``): a deterministic policy whose mask stops changing would otherwise
