@@ -19,7 +19,8 @@ Splits: ``all`` is the whole set (the click benchmark's); the training images an
 items two thirds / one third (SBD: its ``train.txt`` / ``val.txt``); ``train`` is a few-shot subset of
 ``num_images`` training items drawn with ``seed``, ``val`` the other training items (SBD: of other photos than
 ``train``'s). Berkeley's objects and DAVIS's frames do not say which photo or video they come from, so
-their ``val`` may share a photo (Berkeley: 100 objects on 96 images) or a video with ``train``. Bad files fail as the other loaders' do, naming the file.
+their ``val`` may share a photo (Berkeley: 100 objects on 96 images) or a video with ``train``. Bad files fail
+as the other loaders' do, naming the file.
 """
 
 from __future__ import annotations
