@@ -48,6 +48,21 @@ def mean(scores: np.ndarray) -> float:
     return float(_scores(scores).mean())
 
 
+def _percentile_bootstrap(resample: Callable[[np.random.Generator], float], repetitions: int, confidence: float,
+                          rng: np.random.Generator | None) -> tuple[float, float]:
+    """The percentile interval of ``repetitions`` values of ``resample(rng)`` (one bootstrap statistic each),
+    with ``rng`` seeded with 0 by default so a report is reproducible."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if repetitions < 1:
+        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    values = np.array([resample(rng) for _ in range(repetitions)])
+    alpha = (1 - confidence) / 2
+    low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
+    return float(low), float(high)
+
+
 def stratified_bootstrap_ci(scores: np.ndarray, statistic: Statistic = iqm, repetitions: int = 2000,
                             confidence: float = 0.95, rng: np.random.Generator | None = None) -> tuple[float, float]:
     """Percentile interval of ``statistic`` over ``repetitions`` stratified bootstrap resamples of
@@ -56,20 +71,10 @@ def stratified_bootstrap_ci(scores: np.ndarray, statistic: Statistic = iqm, repe
     :param rng: the generator of the resampling (default: seeded with 0, so a report is reproducible).
     """
     scores = _scores(scores)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if repetitions < 1:
-        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
-    rng = rng if rng is not None else np.random.default_rng(0)
     runs, tasks = scores.shape
-    values = np.empty(repetitions)
     columns = np.arange(tasks)
-    for r in range(repetitions):
-        rows = rng.integers(0, runs, size=(runs, tasks))
-        values[r] = statistic(scores[rows, columns])
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
-    return float(low), float(high)
+    return _percentile_bootstrap(lambda g: statistic(scores[g.integers(0, runs, size=(runs, tasks)), columns]),
+                                 repetitions, confidence, rng)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
@@ -121,20 +126,13 @@ def hierarchical_bootstrap_ci(values: np.ndarray, repetitions: int = 2000, confi
     :param rng: the generator of the resampling (default: seeded with 0, so a report is reproducible).
     """
     values = _scores(values)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if repetitions < 1:
-        raise ValueError(f"repetitions must be at least 1, got {repetitions}")
-    rng = rng if rng is not None else np.random.default_rng(0)
     seeds, images = values.shape
-    means = np.empty(repetitions)
-    for r in range(repetitions):
-        rows = rng.integers(0, seeds, size=seeds)
-        columns = rng.integers(0, images, size=images)
-        means[r] = values[np.ix_(rows, columns)].mean()
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(means, [100 * alpha, 100 * (1 - alpha)])
-    return float(low), float(high)
+
+    def resample(g: np.random.Generator) -> float:
+        rows = g.integers(0, seeds, size=seeds)
+        return float(values[np.ix_(rows, g.integers(0, images, size=images))].mean())
+
+    return _percentile_bootstrap(resample, repetitions, confidence, rng)
 
 
 def paired_test(values: np.ndarray) -> float:
