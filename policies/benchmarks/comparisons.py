@@ -115,10 +115,13 @@ def paired_comparisons(records: list[dict[str, Any]], rows: list[dict[str, Any]]
     ``metric``, ``seeds``, ``images``, the two means, ``difference`` (agent minus baseline, mean over seeds and
     images) with its 95% hierarchical bootstrap interval ``low`` / ``high`` and the paired test's ``p_value``."""
     out = []
+    by_srm: dict[tuple, list[dict[str, Any]]] = defaultdict(list)  # one pass over the rows, not one per pair
+    for row in rows:
+        by_srm[(row["task"], row["srm"])].append(row)
     for task in dict.fromkeys(r["task"] for r in records):
         for a, agent in enumerate(agents_of(records)):
             for b, baseline in enumerate(baselines_of(records)):
-                paired = paired_differences(rows, task, agent, baseline, metric)
+                paired = paired_differences(by_srm[(task, agent)], task, agent, baseline, metric)
                 if paired is None:
                     continue
                 seeds, mine, theirs = paired
