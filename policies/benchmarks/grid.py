@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections import Counter
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -326,7 +327,7 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
         earlier_wall = float(previous.get("wall_s_total", previous.get("wall_s_this_session", 0.0)) or 0.0)
         earlier_commands = list(previous.get("commands") or ([previous["command"]] if "command" in previous else []))
     rows = table.read(records)  # rows of records results.json does not list (a crash between the writes) go
-    counted = _rows_per_record(rows)
+    counted = Counter(_record_key(r) for r in rows)
     short = [_record_key(r) for r in records if counted.get(_record_key(r), 0) != r.get("images")]
     if short:
         raise ValueError(f"{table.path} lacks the episodes of {len(short)} records of {results_file} (first: "
@@ -373,13 +374,6 @@ def run_benchmark(config: dict[str, Any], out: str | Path, progress: bool = True
     write_json(results_file, report)
     write_report(report, out, frames, report_name)
     return report
-
-
-def _rows_per_record(rows: list[dict[str, Any]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[_record_key(row)] = counts.get(_record_key(row), 0) + 1
-    return counts
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:

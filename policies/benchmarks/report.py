@@ -36,7 +36,8 @@ def _group(records: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[s
     return groups
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of ``rows`` under ``header`` (every cell already text)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -99,7 +100,7 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
         header = ["task", "SRM branch", f"foreground rate {policy}", "random", "margin", f"mIoU {policy}", "random",
                   "margin"]
         parts += [_caption(config, f"`{policy}` against random with the same trained SRM.", label_source,
-                           f", T = {max_prompts}"), "", _table(header, rows), "",
+                           f", T = {max_prompts}"), "", markdown_table(header, rows), "",
                   f"Tasks where `{policy}`'s foreground rate beats random's by at least 15 points: {fg_bar} of "
                   f"{compared}; where its mIoU beats random's: {miou_bar} of {compared}.", ""]
     return parts
@@ -123,7 +124,7 @@ def _paired_section(config: dict[str, Any], paired: list[dict[str, Any]]) -> lis
             parts += [_caption(config, f"Paired {name} differences.", config["label_sources"][0],
                                f", T = {max(config['max_prompts'])}",
                                "difference [95% hierarchical bootstrap interval]"),
-                      "", _table(["task", "agent", "baseline", "agent", "baseline", "difference [95% CI]", "p",
+                      "", markdown_table(["task", "agent", "baseline", "agent", "baseline", "difference [95% CI]", "p",
                                   "seeds x images"], rows), ""]
     return parts
 
@@ -157,7 +158,7 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
     parts += [_caption(config, f"Aggregate {name} and foreground rate, best first.", config["label_sources"][0],
                        f", T = {max(config['max_prompts'])}", "point estimates with 95% stratified bootstrap intervals"),
               "",
-              _table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]", "foreground rate IQM [95% CI]",
+              markdown_table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]", "foreground rate IQM [95% CI]",
                       "P(improve) over best heuristic"], rows), ""]
     if normalised:
         scale = statistics["normalisation"]
@@ -167,7 +168,8 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
     rows = [[policy] + [f"{v[t]['mean']:.3f} [{v[t]['low']:.3f}, {v[t]['high']:.3f}]" for t in tasks]
             for policy, v in statistics["per_task_miou"].items()]
     parts += [_caption(config, "mIoU per task.", config["label_sources"][0], f", T = {max(config['max_prompts'])}",
-                       "mean over seeds [95% bootstrap interval over seeds]"), "", _table(["policy"] + tasks, rows), ""]
+                       "mean over seeds [95% bootstrap interval over seeds]"), "",
+              markdown_table(["policy"] + tasks, rows), ""]
     return parts
 
 
@@ -192,7 +194,7 @@ def _prompt_efficiency(config: dict[str, Any], groups: dict[tuple, list[dict[str
                                "(its mean over k = 1..T) and NoC@85 / NoC@90 (prompts to reach the IoU, "
                                f"{max_prompts + 1} when never reached).", label_source, f", T = {max_prompts}")
     header = ["task", "policy", *(f"mIoU@{k}" for k in early), f"mIoU@{max_prompts}", "AUC", "NoC@85", "NoC@90"]
-    return [caption, "", _table(header, rows), ""]
+    return [caption, "", markdown_table(header, rows), ""]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -222,7 +224,8 @@ def markdown(report: dict[str, Any]) -> str:
     for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
         rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
                        for t in tasks] for p in policies]
-        parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "", _table(["policy"] + tasks, rows), ""]
+        parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "",
+                  markdown_table(["policy"] + tasks, rows), ""]
 
     parts += _prompt_efficiency(config, groups, tasks, policies, main_source, main_t)
     voc = [t for t in tasks if t.startswith("voc-")]
@@ -230,7 +233,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",
                  str(sum(1 for t in voc if groups.get((t, p))))] for p in policies]
         parts += [_caption(config, "Pascal VOC class-mean mIoU over the voc-<class> tasks.", main_source,
-                           f", T = {main_t}"), "", _table(["policy", "class-mean mIoU", "classes"], rows), ""]
+                           f", T = {main_t}"), "", markdown_table(["policy", "class-mean mIoU", "classes"], rows), ""]
     rows = []
     for t in tasks:
         for p in policies:
@@ -242,7 +245,7 @@ def markdown(report: dict[str, Any]) -> str:
     parts += [_caption(config, "Task metrics (paper Tables 8 and 9): F-beta (beta² = 0.3) of the mask at 0.5, "
                                "adaptive F (threshold 2 x mean), E-measure, MAE, BER (%, counts summed over the "
                                "test episodes).", main_source, f", T = {main_t}"), "",
-              _table(["task", "policy", "F-beta", "F-adaptive", "E-measure", "MAE", "BER"], rows), ""]
+              markdown_table(["task", "policy", "F-beta", "F-adaptive", "E-measure", "MAE", "BER"], rows), ""]
 
     if len(config["label_sources"]) > 1:
         by_source = _group([r for r in records if r["branch"] == main_branch and r["max_prompts"] == main_t],
@@ -250,14 +253,14 @@ def markdown(report: dict[str, Any]) -> str:
         rows = [[t, p] + [_mean_sd([r["miou"] for r in by_source.get((t, p, s), [])]) if by_source.get((t, p, s))
                           else "–" for s in config["label_sources"]] for t in tasks for p in policies]
         parts += [_caption(config, "mIoU by label source (paper Table 3).", "per column", f", T = {main_t}"), "",
-                  _table(["task", "policy"] + config["label_sources"], rows), ""]
+                  markdown_table(["task", "policy"] + config["label_sources"], rows), ""]
     if len(config["branches"]) > 1:
         by_branch = _group([r for r in records if r["label_source"] == main_source and r["max_prompts"] == main_t],
                            "task", "policy", "branch")
         rows = [[t, p] + [_mean_sd([r["miou"] for r in by_branch.get((t, p, b), [])]) if by_branch.get((t, p, b))
                           else "–" for b in config["branches"]] for t in tasks for p in policies]
         parts += [_caption(config, "mIoU by SRM branch (paper Table 4).", main_source), "",
-                  _table(["task", "policy"] + config["branches"], rows), ""]
+                  markdown_table(["task", "policy"] + config["branches"], rows), ""]
     if len(config["max_prompts"]) > 1:
         by_t = _group([r for r in records if r["label_source"] == main_source and r["branch"] == main_branch],
                       "task", "policy", "max_prompts")
@@ -265,7 +268,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows = [[t, p] + [_mean_sd([r["miou"] for r in by_t.get((t, p, n), [])]) if by_t.get((t, p, n)) else "–"
                           for n in ts] for t in tasks for p in policies]
         parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
-                  _table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
+                  markdown_table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
     parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
               "(the first test episode of each policy, first seed, after 0, 1, 3, 7 and 15 prompts); with several seeds "
               "`plots/performance_profile.png` (the fraction of runs above each normalised mIoU), "

@@ -23,16 +23,13 @@ import numpy as np
 from alignsam_gym.atomic import write_text
 from alignsam_gym.heuristics import UPPER_BOUNDS
 from policies.benchmarks.comparisons import main_records
+from policies.benchmarks.report import markdown_table
 
 BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
 
 
 def _interval(value: float, low: float, high: float) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
 def _provenance(report: dict[str, Any]) -> str:
@@ -73,7 +70,7 @@ def render_results(path: str | Path) -> str:
         rows = [[f"{p} (upper bound)" if p in UPPER_BOUNDS else p, _interval(a["iqm"], a["iqm_low"], a["iqm_high"]),
                  _interval(a["mean"], a["mean_low"], a["mean_high"])]
                 for p, a in sorted(aggregate.items(), key=lambda item: -item[1]["iqm"])]
-        lines += _table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows) + [""]
+        lines += [markdown_table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows), ""]
     main = main_records(config, records)
     per_task = statistics.get("per_task_miou") or {}
     for task in dict.fromkeys(r["task"] for r in main):
@@ -86,15 +83,15 @@ def render_results(path: str | Path) -> str:
             label = f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy
             rows.append([label, miou, f"{np.mean([r['foreground_rate'] for r in mine]):.3f}",
                          f"{np.mean([r['auc'] for r in mine]):.3f}", f"{np.mean([r['noc90'] for r in mine]):.2f}"])
-        lines += [f"`{task}`:", ""] + _table(["policy", "mIoU [95% CI over seeds]", "foreground rate", "AUC",
-                                              "NoC@90"], rows) + [""]
+        lines += [f"`{task}`:", "", markdown_table(["policy", "mIoU [95% CI over seeds]", "foreground rate", "AUC",
+                                                    "NoC@90"], rows), ""]
     paired = [c for c in statistics.get("paired") or [] if c["metric"] == "miou"]
     if paired:
         rows = [[c["task"], c["agent"], c["baseline"], f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]",
                  f"{c['p_value']:.2g}", f"{c['seeds']} x {c['images']}"] for c in paired]
         lines += ["Paired mIoU differences (agent minus baseline under the agent's SRM, same images; 95% "
                   "hierarchical bootstrap interval, Wilcoxon p):", ""]
-        lines += _table(["task", "agent", "baseline", "difference [95% CI]", "p", "seeds x images"], rows) + [""]
+        lines += [markdown_table(["task", "agent", "baseline", "difference [95% CI]", "p", "seeds x images"], rows), ""]
     return "\n".join(lines)
 
 
