@@ -20,6 +20,10 @@
   core). :func:`oracle_action` with ``candidates=k`` tries only the ``k`` cells where the mask is most wrong:
   cheaper, but not the same bound (with SRM labels the best cell is sometimes one the mask already has right:
   on synthetic-shapes k = 16 fell up to 0.10 IoU short in a step), so the benchmark never uses it.
+- ``clicker``: the standard clicker of interactive segmentation on the grid (:func:`alignsam_gym.clicks.standard_click`
+  on the current mask at probability 0.5, the pixels of prompted cells excluded): the cell under the deepest point
+  of the larger error region. It reads the ground truth (an upper bound, like ``oracle``) and decodes nothing, so it
+  is a cheap expert to imitate; the env's labeler, not the clicker, labels its point.
 
 Each chooses among ``env.action_masks()`` (no repeated prompts), like the evaluation of trained agents. The
 mask is read at the action points as the SRM's scores are (bilinearly, :func:`alignsam_gym.labels.sample_bilinear`).
@@ -30,12 +34,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from alignsam_gym.clicks import standard_click
 from alignsam_gym.labels import sample_bilinear
 from alignsam_gym.metrics import iou
 
-HEURISTICS = ("random", "centre", "srm_greedy", "disagree", "mix", "srm_lookahead", "oracle")
+HEURISTICS = ("random", "centre", "srm_greedy", "disagree", "mix", "srm_lookahead", "oracle", "clicker")
 #: baselines that read the ground truth: reported as upper bounds, never as the best heuristic to beat
-UPPER_BOUNDS = ("oracle",)
+UPPER_BOUNDS = ("oracle", "clicker")
 #: cells ``srm_lookahead`` decodes per step (those where the SRM and the mask disagree most)
 LOOKAHEAD_CANDIDATES = 8
 
@@ -93,6 +98,8 @@ def choose(policy: str, env, rng: np.random.Generator) -> int:
         _, logits = env.preview(candidates)
         misfit = [np.mean(np.abs(mask_at_actions(env, expit(m.astype(np.float64))) - srm)) for m in logits]
         return int(candidates[int(np.argmin(misfit))])
+    if policy == "clicker":
+        return clicker_action(env)
     return oracle_action(env)
 
 
@@ -117,3 +124,31 @@ def oracle_action(env, candidates: int | None = None) -> int:
                       candidates)
     _, logits = env.preview(cells)
     return int(cells[int(np.argmax([iou(m > 0, truth, ignore) for m in logits]))])
+
+
+def cell_of_pixels(shape: tuple[int, int], grid_size: int) -> np.ndarray:
+    """``(H, W) int64``: the action (grid cell, row-major) each pixel of an ``(H, W)`` map lies in."""
+    rows = np.arange(shape[0]) * grid_size // shape[0]
+    cols = np.arange(shape[1]) * grid_size // shape[1]
+    return rows[:, None] * grid_size + cols[None, :]
+
+
+def clicker_action(env) -> int:
+    """The ``clicker``'s action: the unprompted cell under the standard clicker's next click on the current mask
+    (probability > 0.5), the pixels of prompted cells never clicked. When no error is left outside the prompted
+    cells, the unprompted cell where the mask is most wrong at the action point (ties by index).
+
+    :param env: the unwrapped env, in an episode (its ground truth is read: an upper bound, not a policy).
+    """
+    allowed = env.action_masks()
+    truth, ignore, probability = env.target_mask, env.target_ignore, env.mask_probability
+    cells = cell_of_pixels(truth.shape, env.grid_size)
+    pred, open_pixels = probability > 0.5, allowed[cells]
+    errors = (pred != truth) & open_pixels
+    if ignore is not None:
+        errors &= ~ignore
+    if errors.any():
+        row, col, _ = standard_click(pred, truth, ignore, ~open_pixels)
+        return int(cells[row, col])
+    wrong = np.abs(mask_at_actions(env, truth.astype(np.float64)) - mask_at_actions(env))
+    return _best(wrong, allowed)

@@ -531,7 +531,7 @@ def _add_runs(sub: Subcommands) -> None:
 
 #: every name of alignsam_gym.heuristics.HEURISTICS (text here: building the parser imports no torch; a test checks)
 POLICY_HELP = ("a run folder, a model.zip, or a heuristic: random, centre, srm_greedy, disagree, mix, srm_lookahead, "
-               "oracle (an upper bound: it reads the ground truth)")
+               "oracle, clicker (upper bounds: they read the ground truth)")
 
 
 def _add_env_options(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,8 @@ from PIL import Image
 
 from alignsam_gym.data.tasks import make_dataset
 from alignsam_gym.metrics import iou, mask_metrics
-from policies.benchmarks.clicks import number_of_clicks, run_item, standard_click, summarize
+from alignsam_gym.clicks import standard_click
+from policies.benchmarks.clicks import number_of_clicks, run_item, summarize
 
 GRABCUT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "grabcut"
 

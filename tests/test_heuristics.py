@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from alignsam_gym.heuristics import (HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, choose, mask_at_actions,
-                                     oracle_action)
+from alignsam_gym.clicks import standard_click
+from alignsam_gym.heuristics import (HEURISTICS, LOOKAHEAD_CANDIDATES, UPPER_BOUNDS, cell_of_pixels, choose,
+                                     mask_at_actions, oracle_action)
 from alignsam_gym.metrics import iou
 
 KWARGS = {"task": "synthetic-shapes", "num_images": 2, "split": "test", "init_prompts": "srm", "max_prompts": 6,
@@ -99,10 +100,31 @@ def test_the_oracle_reaches_the_best_one_step_iou_and_is_an_upper_bound(env):
     assert oracle_action(inner, candidates=4) == few[int(np.argmax(few_ious))] and max(few_ious) <= best
     _, _, _, _, info = env.step(choose("oracle", inner, np.random.default_rng(0)))
     assert info["iou"] == pytest.approx(best, abs=1e-12)
-    assert UPPER_BOUNDS == ("oracle",) and set(UPPER_BOUNDS) <= set(HEURISTICS)
+    assert UPPER_BOUNDS == ("oracle", "clicker") and set(UPPER_BOUNDS) <= set(HEURISTICS)
 
 
-@pytest.mark.parametrize("policy", ["disagree", "mix", "srm_lookahead", "oracle"])
+def test_cells_of_pixels_tile_the_map_row_major():
+    cells = cell_of_pixels((6, 4), 2)
+    np.testing.assert_array_equal(cells, [[0, 0, 1, 1]] * 3 + [[2, 2, 3, 3]] * 3)
+
+
+def test_the_clicker_takes_the_cell_under_the_standard_click_never_a_prompted_one(env):
+    inner = env.unwrapped
+    env.reset(seed=0, options={"image_index": 1})
+    truth, pred = inner.target_mask, inner.mask_probability > 0.5
+    cells = cell_of_pixels(truth.shape, inner.grid_size)
+    row, col, _ = standard_click(pred, truth, inner.target_ignore, np.zeros_like(truth))
+    first = int(cells[row, col])
+    assert choose("clicker", inner, np.random.default_rng(0)) == first
+    # once that cell is prompted its pixels are never clicked again: the next click lies elsewhere
+    env.step(first)
+    truth, pred = inner.target_mask, inner.mask_probability > 0.5
+    row, col, _ = standard_click(pred, truth, inner.target_ignore, cells == first)
+    second = choose("clicker", inner, np.random.default_rng(0))
+    assert second != first and second == int(cells[row, col]) and inner.action_masks()[second]
+
+
+@pytest.mark.parametrize("policy", ["disagree", "mix", "srm_lookahead", "oracle", "clicker"])
 def test_the_new_baselines_run_through_evaluate(policy):
     from policies.runs import evaluate
 

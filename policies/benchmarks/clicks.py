@@ -2,12 +2,8 @@
 
 The protocol of the literature's evaluations (Xu et al. 2016; RITM, SimpleClick), here exactly:
 
-- the false-negative map (foreground the prediction misses) and the false-positive map (false alarm),
-  labelled pixels only, each padded by one pixel of "not this region" and Euclidean-distance
-  transformed (the distance of every pixel to the nearest pixel outside its region, exact);
-- pixels clicked before get distance 0;
-- the click is positive when the largest false-negative distance exceeds the largest false-positive
-  distance (ties: negative), placed at that maximum (the first in row-major order);
+- each click is :func:`alignsam_gym.clicks.standard_click` (the deepest point of the larger error region,
+  never a pixel clicked before);
 - the prediction is ``probability > 0.49`` at the dataset's full resolution; IoU over labelled pixels.
 
 NoC@85/90: clicks to reach that IoU (``max_clicks`` when never reached); NoF@85/90: items that never
@@ -23,10 +19,10 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-from scipy.ndimage import distance_transform_edt
 
 from alignsam_gym import __version__
 from alignsam_gym.backends import PromptableSegmenter
+from alignsam_gym.clicks import standard_click
 from alignsam_gym.data.base import SegmentationDataset
 from alignsam_gym.metrics import iou, prompts_to_reach
 from policies.benchmarks.decoder import grabcut_segmenter
@@ -38,29 +34,6 @@ IOU_THRESHOLDS = (0.85, 0.90)
 
 #: ``(points (N, 2) as (x, y) pixel centres, labels (N,)) -> (H, W) bool`` prediction
 ClickSegmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def _distance_inside(region: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance of each pixel of ``region`` to the nearest pixel outside it, the image
-    border counting as outside (the one-pixel padding); 0 outside the region."""
-    padded = np.pad(region, 1, constant_values=False)
-    return distance_transform_edt(padded)[1:-1, 1:-1]
-
-
-def standard_click(pred: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None,
-                   clicked: np.ndarray) -> tuple[int, int, bool]:
-    """The protocol's next click ``(row, col, positive)`` for a ``(H, W) bool`` prediction.
-
-    :param clicked: ``(H, W) bool``, pixels clicked before (never clicked again).
-    """
-    labelled = np.ones_like(truth) if ignore is None else ~ignore
-    fn = _distance_inside(truth & ~pred & labelled)
-    fp = _distance_inside(~truth & pred & labelled)
-    fn[clicked] = 0
-    fp[clicked] = 0
-    positive = bool(fn.max() > fp.max())
-    row, col = np.unravel_index(int(np.argmax(fn if positive else fp)), truth.shape)
-    return int(row), int(col), positive
 
 
 def run_item(segment: ClickSegmenter, truth: np.ndarray, ignore: np.ndarray | None, max_clicks: int) -> list[float]:
