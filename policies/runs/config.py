@@ -15,6 +15,8 @@ A YAML run config holds some of these keys; the rest take the defaults below::
     env: {task: synthetic-saliency, obs_size: 10}   # AlignSAM-v0 keyword arguments
     hyperparameters: {}         # preset overrides (SB3 keyword arguments)
     srm: {enabled: true, learning_rate: 1.0e-4, updates_per_step: null, push_every: 1}
+    init: {imitation: null}     # {imitation: {expert: oracle, ...}}: clone the policy from an expert before RL
+                                # (policies.imitation.ImitationSettings; needs vec_env dummy or batched)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
+from policies.imitation.pretraining import ImitationSettings
 from policies.sb3.presets import PRESETS
 
 VEC_ENVS = ("dummy", "subproc", "batched")
@@ -41,6 +44,27 @@ class SRMSettings:
     learning_rate: float = 1e-4
     updates_per_step: int | None = None
     push_every: int = 1
+
+
+@dataclass(frozen=True)
+class InitSettings:
+    """How a run's policy starts: ``imitation`` clones it from an expert before reinforcement
+    (:class:`~policies.imitation.ImitationSettings`); None: SB3's initialisation."""
+
+    imitation: ImitationSettings | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | InitSettings | None) -> InitSettings:
+        if isinstance(raw, InitSettings):
+            return raw
+        raw = raw or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"init is a mapping, got {type(raw).__name__}")
+        unknown = set(raw) - {"imitation"}
+        if unknown:
+            raise ValueError(f"unknown init keys {sorted(unknown)}; expected some of ['imitation']")
+        imitation = raw.get("imitation")
+        return cls(None if imitation is None else ImitationSettings.from_dict(imitation))
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,7 @@ class RunConfig:
     env: dict[str, Any] = field(default_factory=lambda: {"task": "synthetic-saliency", "obs_size": 10})
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     srm: SRMSettings = field(default_factory=SRMSettings)
+    init: InitSettings = field(default_factory=InitSettings)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | RunConfig) -> RunConfig:
@@ -88,11 +113,22 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown srm keys {sorted(unknown)}; expected some of "
                              f"{sorted(f.name for f in fields(SRMSettings))}")
-        config = cls(**raw, env=env, srm=SRMSettings(**srm_raw))
+        init = InitSettings.from_dict(raw.pop("init", None))
+        config = cls(**raw, env=env, srm=SRMSettings(**srm_raw), init=init)
         if config.algorithm not in PRESETS:
             raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
         if config.vec_env not in VEC_ENVS:
             raise ValueError(f"vec_env must be one of {list(VEC_ENVS)}, got {config.vec_env!r}")
+        if config.init.imitation is not None:
+            if config.vec_env == "subproc":
+                raise ValueError("init.imitation needs the training envs in this process: vec_env 'dummy' or "
+                                 "'batched', not 'subproc'")
+            if config.algorithm == "recurrent_ppo":
+                raise ValueError("init.imitation clones per-step action scores; recurrent_ppo's depend on its LSTM "
+                                 "state: choose ppo, a2c, dqn or maskable_ppo")
+        if not isinstance(config.total_timesteps, int) or isinstance(config.total_timesteps, bool) \
+                or config.total_timesteps < 0:
+            raise ValueError(f"total_timesteps must be an integer >= 0, got {config.total_timesteps!r}")
         for name in ("eval_every", "log_frames_every", "checkpoint_every"):
             value = getattr(config, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

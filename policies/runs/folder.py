@@ -9,6 +9,8 @@ A run folder holds:
 - ``srm.pt``: the SRM callback's state (SRM weights, its optimiser state, its step counter);
 - ``state.json`` and ``rng.pt``: the step count and the Python, NumPy and torch (CPU and CUDA) random states;
   ``state.json``, written last, also names the digests of ``model.zip``, ``srm.pt`` and ``rng.pt``;
+- ``imitation.json``: what the imitation phase did (``init: {imitation: ...}``: rounds, states, the expert's cost
+  per state, the critic's fit), written once, before reinforcement starts;
 - ``tb/``: TensorBoard logs (SB3's metrics plus ``srm/loss`` and ``srm/iou``);
 - ``torn-<n>/``: the files of a checkpoint cut short while it was saved, set aside.
 
@@ -53,6 +55,7 @@ class RunFolder:
     RNG = "rng.pt"
     TENSORBOARD = "tb"
     CURVE = "curve.jsonl"
+    IMITATION = "imitation.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -71,6 +74,7 @@ class RunFolder:
     state_file = property(lambda self: self.path / self.STATE)
     rng_file = property(lambda self: self.path / self.RNG)
     curve_file = property(lambda self: self.path / self.CURVE)
+    imitation_file = property(lambda self: self.path / self.IMITATION)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
 
     @classmethod
@@ -169,6 +173,15 @@ class RunFolder:
                 continue
             points[int(point["env_steps"])] = point
         return [points[k] for k in sorted(points)]
+
+    def write_imitation(self, record: dict[str, Any]) -> None:
+        """The imitation phase's record (:func:`policies.imitation.pretrain`'s)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.imitation_file, record)
+
+    def read_imitation(self) -> dict[str, Any] | None:
+        """The imitation phase's record; None for a run without one."""
+        return json.loads(self.imitation_file.read_text()) if self.imitation_file.is_file() else None
 
     def srm_weights(self) -> dict[str, torch.Tensor] | None:
         """The SRM weights of ``srm.pt`` (None without it)."""

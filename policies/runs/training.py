@@ -14,6 +14,7 @@ from typing import Any
 from alignsam_gym import ENV_ID
 from alignsam_gym.devices import cuda_device_count, parse_device
 from alignsam_gym.observation import EmbeddingTable
+from policies.imitation.pretraining import pretrain
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
 from policies.runs.curve import LearningCurve
@@ -72,6 +73,8 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     """Train ``config`` into the run folder ``out``, or with ``resume`` continue the run there until its
     ``total_timesteps``.
 
+    With ``init: {imitation: ...}`` the new model's policy is first cloned from an expert
+    (:func:`policies.imitation.pretrain`; its record in ``imitation.json``) and checkpointed at step 0.
     Checkpoints are written every ``checkpoint_every`` env steps, at the end, and when SIGINT or
     SIGTERM arrives (training then stops cleanly after the current step); a checkpoint cut short while it
     was saved is set aside (:meth:`RunFolder.torn_checkpoint`) and the run starts again. A resumed run loads the
@@ -123,6 +126,17 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     else:
         model = make_model(config.algorithm, env, device=config.device, seed=config.seed,
                            tensorboard_log=str(run.tensorboard_dir), **config.hyperparameters)
+        if config.init.imitation is not None:  # cloned from the expert, the SRM training on every visited state
+            after_step = None
+            if callback is not None:
+                callback.init_callback(model)
+                callback.on_training_start({}, {})
+                after_step = callback.on_step
+            if verbose:
+                print(f"imitation: {config.init.imitation.expert} expert, {config.init.imitation.dagger_rounds} DAgger "
+                      "rounds", flush=True)
+            run.write_imitation(pretrain(model, config.init.imitation, seed=config.seed, after_step=after_step))
+            run.save_checkpoint(model, callback)  # step 0: a resumed run starts from the cloned policy
 
     remaining = config.total_timesteps - model.num_timesteps
     checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
