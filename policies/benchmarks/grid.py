@@ -16,6 +16,8 @@ A benchmark config (YAML) names a grid::
     images: null                     # test images per record, each played once: null = the whole test split,
                                      # N = a fixed seeded sample of N (the same for every policy and seed)
     test_images: 50                  # synthetic tasks: the size of their generated test split
+    split: test                      # the evaluated split: test (the final benchmark) or val (model selection,
+                                     # tuning: the training images outside the few-shot subset, never test)
     train: {total_timesteps: 4096, num_images: 50, n_envs: 4, env: {obs_size: 10},
             eval_every: 1024,        # learning curves (validation images every 1024 env steps)
             hyperparameters: {ppo: {n_steps: 128}, dqn: {...}}}  # shared, or per algorithm
@@ -71,7 +73,8 @@ from policies.sb3.presets import PRESETS
 DEFAULTS: dict[str, Any] = {
     "name": "benchmark", "backend": "lite", "backend_kwargs": {}, "tasks": ["synthetic-saliency"], "data_root": None,
     "seeds": [0], "policies": ["random", "centre", "srm_greedy", "ppo"], "label_sources": ["srm"],
-    "branches": ["default"], "max_prompts": [15], "images": None, "test_images": 50, "init_prompts": "srm",
+    "branches": ["default"], "max_prompts": [15], "images": None, "test_images": 50, "split": "test",
+    "init_prompts": "srm",
     "train": {"total_timesteps": 4096, "num_images": 50, "n_envs": 4, "env": {"obs_size": 10}},
     "frames_at": [0, 1, 3, 7, 15],
     "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
@@ -80,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
 }
 BRANCHES = ("default", "implicit", "explicit")
 #: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
-TRAIN_PASSTHROUGH = ("eval_every", "eval_images", "vec_env", "srm")
+TRAIN_PASSTHROUGH = ("eval_every", "eval_images", "vec_env", "srm", "init")
 #: a record's ``srm`` when no run of the grid trained one (heuristics only), and for a run folder's own
 UNTRAINED_SRM, OWN_SRM = "untrained", "own"
 
@@ -114,6 +117,9 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
     for branch in config["branches"]:
         if branch not in BRANCHES:
             raise ValueError(f"branches: {branch!r} is not one of {list(BRANCHES)}")
+    if config["split"] not in ("test", "val"):
+        raise ValueError(f"split must be 'test' (the final benchmark) or 'val' (model selection), got "
+                         f"{config['split']!r}")
     if config["upper_bound_srms"] not in ("first", "all"):
         raise ValueError(f"upper_bound_srms must be 'first' or 'all', got {config['upper_bound_srms']!r}")
     images = config["images"]
@@ -142,7 +148,7 @@ def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out
         "algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
         "n_envs": settings["n_envs"], "env": env, "hyperparameters": _hyperparameters(settings, algorithm),
         **{key: settings[key] for key in TRAIN_PASSTHROUGH if key in settings}})
-    if run.steps_done() < settings["total_timesteps"]:
+    if not run.has_model() or run.steps_done() < settings["total_timesteps"]:  # total 0: imitation alone
         train(run_config, run.path, resume=run.has_model(), verbose=False)
     return run
 
@@ -227,7 +233,9 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
         policy, label_source, branch = record["policy"], record["label_source"], record["branch"]
         source = str(run.path) if policy == trial.algorithm else policy
         run_dir = RunFolder(source) if policy not in HEURISTICS else run
-        env = {"task": trial.task, "split": "test", "num_images": config["test_images"],
+        # val: the training images outside the run's few-shot subset (so the training subset's size)
+        size = config["test_images"] if config["split"] == "test" else config["train"]["num_images"]
+        env = {"task": trial.task, "split": config["split"], "num_images": size,
                "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
                "label_source": label_source, "init_prompts": config["init_prompts"],
                **config["env"], **config["train"].get("env", {}), "max_prompts": record["max_prompts"]}
@@ -264,7 +272,7 @@ def _report_order(config: dict[str, Any]) -> dict[str, int]:
 
 
 #: config keys added after results were first written, with the value that reproduces those results
-LATER_KEYS = {"upper_bound_srms": "first"}
+LATER_KEYS = {"upper_bound_srms": "first", "split": "test"}
 
 
 def _scheduling_free(config: dict[str, Any]) -> dict[str, Any]:

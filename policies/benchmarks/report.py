@@ -48,8 +48,9 @@ def _caption(config: dict[str, Any], what: str, label_source: str, extra: str = 
              ) -> str:
     backend = config["backend"]
     note = f" {DISCLAIMER}" if backend == "lite" else ""
-    images = ("every test image once" if config.get("images") is None
-              else f"a fixed sample of {config['images']} test images, each once")
+    split = "validation" if config.get("split") == "val" else "test"
+    images = (f"every {split} image once" if config.get("images") is None
+              else f"a fixed sample of {config['images']} {split} images, each once")
     return (f"**{what}** Backend `{backend}`, label source `{label_source}`, initial prompts "
             f"`{config['init_prompts']}`, {images} per seed, seeds {config['seeds']}{extra}; {spread}.{note}")
 
@@ -111,7 +112,7 @@ def _paired_section(config: dict[str, Any], paired: list[dict[str, Any]]) -> lis
     if not paired:
         return []
     parts = ["## Paired comparisons", "",
-             "Each trained agent against each baseline evaluated with the agent's own SRM, on the same test images "
+             "Each trained agent against each baseline evaluated with the agent's own SRM, on the same images "
              "of the same seeds: the mean per-image difference (agent minus baseline) with its 95% interval from "
              "a hierarchical bootstrap (2,000 resamples of the seeds, then of the images, one draw shared by the "
              "drawn seeds), and the two-sided Wilcoxon signed-rank p-value of the per-image differences (averaged "
