@@ -91,7 +91,8 @@ def test_agent_state_numpy_and_torch_agree():
 
 
 @pytest.mark.parametrize("options", [{"reward": "foreground+iou", "repeat_penalty": 0.3},
-                                     {"observation": "channels", "observe_srm": True}])
+                                     {"observation": "channels", "observe_srm": True},
+                                     {"observe_time": True, "budget_end": "truncated"}])
 def test_batched_env_plays_the_single_envs_episodes_under_every_option(options):
     vector = AlignSAMVectorEnv(2, **KWARGS, obs_size=10, **options)
     singles = [gym.make("AlignSAM-v0", **KWARGS, obs_size=10, **options) for _ in range(2)]
@@ -113,7 +114,50 @@ def test_batched_env_plays_the_single_envs_episodes_under_every_option(options):
     ({"iou_reward_scale": 0}, "iou_reward_scale must be a finite number > 0"),
     ({"iou_reward_scale": float("nan")}, "iou_reward_scale must be a finite number"),
     ({"observe_srm": "yes"}, "observe_srm must be True or False"),
+    ({"observe_time": 1}, "observe_time must be True or False"),
+    ({"observe_time": True, "obs_mode": "compact"}, "observe_time=True needs obs_mode='full'"),
+    ({"budget_end": "timeout"}, "budget_end must be one of"),
 ])
 def test_bad_options_name_the_argument(make_env, kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_env(**KWARGS, **kwargs)
+
+
+def test_the_time_channel_counts_the_prompts_left_after_every_other_channel(make_env):
+    plain = make_env(**KWARGS, obs_size=10, observation="channels", observe_srm=True)
+    timed = make_env(**KWARGS, obs_size=10, observation="channels", observe_srm=True, observe_time=True)
+    assert timed.observation_space.shape == (plain.observation_space.shape[0] + 1, 10, 10)
+    obs, _ = timed.reset(seed=1)
+    reference, _ = plain.reset(seed=1)
+    np.testing.assert_array_equal(obs[:-1], reference)  # the other channels are untouched
+    assert np.all(obs[-1] == 1.0)
+    for k, action in enumerate((3, 40, 77, 12, 58, 91), start=1):
+        obs, *_ = timed.step(action)
+        np.testing.assert_allclose(obs[-1], (6 - k) / 6)
+
+
+@pytest.mark.parametrize("budget_end", ["terminated", "truncated"])
+def test_the_budget_ends_the_episode_as_budget_end_says(make_env, budget_end):
+    env = make_env(**KWARGS, budget_end=budget_end)
+    env.reset(seed=0)
+    for action in range(5):
+        _, _, terminated, truncated, _ = env.step(action)
+        assert not terminated and not truncated
+    _, _, terminated, truncated, _ = env.step(5)
+    assert (terminated, truncated) == ((True, False) if budget_end == "terminated" else (False, True))
+    with pytest.raises(RuntimeError, match="call reset"):
+        env.step(6)
+
+
+def test_sb3_bootstraps_the_value_at_a_truncated_budget():
+    """With budget_end='truncated' SB3's vector env marks the end a time limit and keeps the last observation,
+    which PPO uses to add gamma * V(s_T) to the last reward (Eq. 6)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    for budget_end, expected in (("terminated", False), ("truncated", True)):
+        env = make_vec_env("AlignSAM-v0", n_envs=1, env_kwargs={**KWARGS, "obs_size": 10, "budget_end": budget_end})
+        env.reset()
+        for _ in range(6):
+            _, _, dones, infos = env.step(np.array([env.env_method("action_masks")[0].argmax()]))
+        assert dones[0] and infos[0]["TimeLimit.truncated"] is expected and "terminal_observation" in infos[0]
+        env.close()

@@ -41,6 +41,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     the mask are kept, so the agent still sees the unsegmented image), ``"channels"`` (``E(x)`` and ``M``
     side by side: ``C + 1`` channels); ``observe_srm=True`` appends the SRM's foreground probability on the
     current state as one more channel. Every option is pooled to ``obs_size`` in the same way.
+    ``observe_time=True`` (full observations only) appends, last, a constant channel of the prompts left as a
+    fraction of the budget, ``(max_prompts - num_prompts) / max_prompts`` (1 at reset, 0 after the last prompt):
+    the paper's state does not say how many prompts remain.
 
     With ``obs_mode="compact"``: ``Dict(mask=Box(0, 1, (h, w), float32), embedding_key=Box(0, 255,
     (16,), uint8))``, the mask probability on the embedding grid and the key under which the env
@@ -67,9 +70,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Episode End
     After ``max_prompts`` steps (default 15, the paper's T) the prompt budget is spent and the
-    episode ends with ``terminated=True``: the budget is part of the task (the paper's objective
-    sums exactly T rewards), so no value is bootstrapped past it. ``truncated`` is always False;
-    it is left to external time limits. Stepping a finished episode raises ``RuntimeError``.
+    episode ends. ``budget_end="terminated"`` (default): ``terminated=True``, the budget is part of the task
+    (the objective sums exactly T rewards), so no value is bootstrapped past it; ``truncated`` stays False,
+    left to external time limits. ``budget_end="truncated"``: ``truncated=True`` and ``terminated=False``, so
+    SB3 bootstraps ``V(s_T)`` at the end, as the paper's Eq. 6 (the return of the last step adds
+    ``gamma * V(s_T)``) does. Stepping a finished episode raises ``RuntimeError``.
 
     ## Arguments
 
@@ -116,7 +121,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``obs_size``: side of the observation grid; ``obs_dtype``: ``"float32"`` or ``"float16"``.
     - ``reward`` (``"foreground"``, ``"iou_gain"``, ``"foreground+iou"``), ``iou_reward_scale`` (10.0),
       ``repeat_penalty`` (0.0): see Rewards. ``observation`` (``"masked"``, ``"masked_plus"``,
-      ``"channels"``), ``observe_srm`` (False): see Observation Space.
+      ``"channels"``), ``observe_srm`` (False), ``observe_time`` (False): see Observation Space.
+      ``budget_end`` (``"terminated"``, ``"truncated"``): see Episode End.
     - ``obs_mode``: ``"full"`` (default, the paper's ``s_t``) or ``"compact"`` (see Observation Space);
       ``embedding_table``: the :class:`~alignsam_gym.observation.EmbeddingTable` compact observations
       publish into (default: a new one per env; give envs that feed one policy the same table).

@@ -32,6 +32,9 @@ OBS_DTYPES = {"float32": np.float32, "float16": np.float16}
 OBS_MODES = ("full", "compact")
 #: the reward options; ``"foreground"`` is the paper's +1/-1
 REWARDS = ("foreground", "iou_gain", "foreground+iou")
+#: how a spent prompt budget ends the episode: ``terminated`` (default: no value past it) or ``truncated`` (SB3
+#: then bootstraps V(s_T), as the paper's Eq. 6 does)
+BUDGET_ENDS = ("terminated", "truncated")
 
 #: ``(obs, reward, terminated, truncated, info)``
 StepResult = tuple[Any, float, bool, bool, dict[str, Any]]
@@ -77,6 +80,8 @@ class EnvSettings:
     repeat_penalty: float = 0.0
     observation: str = "masked"
     observe_srm: bool = False
+    observe_time: bool = False
+    budget_end: str = "terminated"
 
 
 class EnvCore:
@@ -116,6 +121,8 @@ class EnvCore:
         repeat_penalty: float = 0.0,
         observation: str = "masked",
         observe_srm: bool = False,
+        observe_time: bool = False,
+        budget_end: str = "terminated",
         device: str = "auto",
         embedding_table: EmbeddingTable | None = None,
     ) -> None:
@@ -135,8 +142,13 @@ class EnvCore:
         check_choice("observation", observation, OBSERVATIONS)
         iou_reward_scale = check_number("iou_reward_scale", iou_reward_scale, minimum=0.0, exclusive=True)
         repeat_penalty = check_number("repeat_penalty", repeat_penalty, minimum=0.0)
-        if not isinstance(observe_srm, (bool, np.bool_)):
-            raise ValueError(f"observe_srm must be True or False, got {observe_srm!r}")
+        for name, flag in (("observe_srm", observe_srm), ("observe_time", observe_time)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        if observe_time and obs_mode != "full":
+            raise ValueError("observe_time=True needs obs_mode='full' (the prompts left are one more channel of the "
+                             "full observation)")
+        check_choice("budget_end", budget_end, BUDGET_ENDS)
         if embedding_table is not None and not isinstance(embedding_table, EmbeddingTable):
             raise ValueError(f"embedding_table must be an alignsam_gym.observation.EmbeddingTable, got "
                              f"{type(embedding_table).__name__}")
@@ -166,8 +178,8 @@ class EnvCore:
         obs_size = check_int("obs_size", obs_size, 1)
         self.settings = EnvSettings(grid_size, image_size, max_prompts, label_source, init_prompts, obs_size,
                                     obs_dtype, obs_mode, reward, float(iou_reward_scale), float(repeat_penalty),
-                                    observation, bool(observe_srm))
-        state_channels = agent_channels(channels, observation, observe_srm)
+                                    observation, bool(observe_srm), bool(observe_time), budget_end)
+        state_channels = agent_channels(channels, observation, observe_srm) + bool(observe_time)
         self.embedding_table: EmbeddingTable | None = None
         if obs_mode == "full":
             self.observation_space: spaces.Space = spaces.Box(-np.inf, np.inf, (state_channels, obs_size, obs_size),
@@ -295,7 +307,8 @@ class EnvCore:
             info = {"iou": episode.iou, "is_foreground": truth, "label": label, "num_prompts": episode.num_prompts,
                     "action_mask": ~episode.prompted}
             reward = self.reward(truth, episode.iou - iou_before, repeat)
-            results.append((self.observe(episode), reward, episode.done, False, info))
+            truncated = episode.done and self.settings.budget_end == "truncated"
+            results.append((self.observe(episode), reward, episode.done and not truncated, truncated, info))
         return results
 
     def reward(self, is_foreground: bool, iou_gain: float, repeat: bool) -> float:
@@ -330,7 +343,11 @@ class EnvCore:
             state = episode.state  # the paper's s_t, memoized (the SRM reads it too)
         else:
             state = agent_state(episode.embedding.features, episode.grid_mask, settings.observation, srm_map)
-        return full_observation(state, settings.obs_size, self.observation_space.dtype)
+        obs = full_observation(state, settings.obs_size, self.observation_space.dtype)
+        if settings.observe_time:  # prompts left, as a fraction of the budget: 1 at reset, 0 after the last
+            left = (settings.max_prompts - episode.num_prompts) / settings.max_prompts
+            obs = np.concatenate([obs, np.full((1, *obs.shape[1:]), left, obs.dtype)])
+        return obs
 
     def srm_scores(self, episode: Episode) -> np.ndarray:
         """``(grid_size**2,) float32``: the SRM's probability on the current state at each action point."""

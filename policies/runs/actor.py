@@ -16,7 +16,7 @@ from policies.sb3.acting import best_unprompted
 
 
 #: the env kwargs that shape the observation a model was trained on
-OBSERVATION_KEYS = ("obs_mode", "obs_size", "obs_dtype", "observation", "observe_srm")
+OBSERVATION_KEYS = ("obs_mode", "obs_size", "obs_dtype", "observation", "observe_srm", "observe_time")
 
 
 class Actor:
