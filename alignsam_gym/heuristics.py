@@ -115,6 +115,13 @@ def oracle_action(env, candidates: int | None = None) -> int:
 
     :param env: the unwrapped env, in an episode (its ground truth is read: an upper bound, not a policy).
     """
+    cells, ious = oracle_values(env, candidates)
+    return int(cells[int(np.argmax(ious))])
+
+
+def oracle_values(env, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """What the ``oracle`` compares: the cells it tries (see :func:`oracle_action`; None: every unprompted cell, in
+    index order) and the true IoU of the mask each would give, ``((K,) int64, (K,) float64)``."""
     allowed = env.action_masks()
     truth, ignore = env.target_mask, env.target_ignore
     if candidates is None:
@@ -123,7 +130,7 @@ def oracle_action(env, candidates: int | None = None) -> int:
         cells = _most(np.abs(mask_at_actions(env, truth.astype(np.float64)) - mask_at_actions(env)), allowed,
                       candidates)
     _, logits = env.preview(cells)
-    return int(cells[int(np.argmax([iou(m > 0, truth, ignore) for m in logits]))])
+    return cells, np.array([iou(m > 0, truth, ignore) for m in logits], np.float64)
 
 
 def cell_of_pixels(shape: tuple[int, int], grid_size: int) -> np.ndarray:

@@ -255,3 +255,38 @@ def test_the_heuristic_expert_labels_the_alignsam_envs_and_times_itself():
     with pytest.raises(ValueError, match="expert must be one of"):
         HeuristicExpert("teacher", env)
     env.close()
+
+
+def test_the_soft_loss_is_the_cross_entropy_to_the_softmax_of_the_experts_values():
+    policy = make_policy(AlignSAMPolicy)
+    rng = np.random.default_rng(1)
+    obs = torch.as_tensor(rng.random((4, 1, GRID, GRID)), dtype=torch.float32)
+    masks = torch.ones(4, GRID * GRID, dtype=torch.bool)
+    masks[:, 0] = False
+    values = torch.as_tensor(rng.random((4, GRID * GRID)), dtype=torch.float32)
+    values[:, 0] = float("nan")  # a prompted cell: the expert tried it not
+    values[3] = float("nan")  # a row without values keeps the expert's action
+    expert = torch.as_tensor([int(torch.nan_to_num(v, -1.0).argmax()) for v in values[:3]] + [5])
+    log_p = torch.log_softmax(action_scores(policy, obs).detach().masked_fill(~masks, float("-inf")), 1)
+    target = torch.softmax(torch.nan_to_num(values[:3], float("-inf")) / 0.1, 1)
+    expected = (-(target[:, 1:] * log_p[:3, 1:]).sum(1).sum() - log_p[3, 5]) / 4
+    loss, _ = imitation_loss(policy, obs, expert, masks, values, temperature=0.1)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    hard, _ = imitation_loss(policy, obs, expert, masks)
+    sharp, _ = imitation_loss(policy, obs, expert, masks, values, temperature=1e-6)  # the softmax becomes one-hot
+    assert sharp.item() == pytest.approx(hard.item(), rel=1e-4)
+
+
+def test_the_oracle_expert_keeps_the_iou_of_every_cell_it_compared():
+    from alignsam_gym.heuristics import oracle_values
+    from policies.runs import make_training_env
+
+    env = make_training_env(RunConfig.from_dict({"n_envs": 2, "device": "cpu", "env": ENV}))
+    env.reset()
+    expert = HeuristicExpert("oracle", env)
+    actions = expert()
+    for i, e in enumerate(inner.unwrapped for inner in env.envs):
+        cells, ious = oracle_values(e)
+        np.testing.assert_allclose(expert.values[i, cells], ious, rtol=1e-6)
+        assert np.isnan(np.delete(expert.values[i], cells)).all() and actions[i] == cells[int(np.argmax(ious))]
+    env.close()

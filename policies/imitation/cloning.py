@@ -22,31 +22,49 @@ from policies.sb3.acting import action_scores
 
 
 def imitation_loss(policy: Any, observations: torch.Tensor, expert_actions: torch.Tensor,
-                   action_masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   action_masks: torch.Tensor | None = None, expert_values: torch.Tensor | None = None,
+                   temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean behaviour-cloning loss of a batch and how many of its argmax actions are the expert's.
 
     :param observations: ``(B, *obs_shape)`` on the policy's device.
     :param expert_actions: ``(B,) int64``.
     :param action_masks: ``(B, n_actions) bool`` allowed cells, or None (every cell).
+    :param expert_values: ``(B, n_actions)`` the expert's value of each cell (NaN: none), read with ``temperature``.
+    :param temperature: None: the cross-entropy to the expert's action. A number: the cross-entropy to
+        ``softmax(expert_values / temperature)`` over the allowed cells with a value (the oracle's IoUs: cells
+        almost as good as its choice are not pushed down as if they were wrong); rows without values keep the
+        expert's action.
     :return: ``(loss, matches)``: the cross-entropy (a scalar with gradient) and the number of rows whose
         highest allowed score is the expert's action.
     """
     scores = action_scores(policy, observations)
     if action_masks is not None:
         scores = scores.masked_fill(~action_masks, float("-inf"))
-    loss = F.cross_entropy(scores, expert_actions)
-    return loss, (scores.argmax(dim=1) == expert_actions).sum()
+    matches = (scores.argmax(dim=1) == expert_actions).sum()
+    if temperature is None or expert_values is None:
+        return F.cross_entropy(scores, expert_actions), matches
+    known = ~torch.isnan(expert_values)
+    if action_masks is not None:
+        known &= action_masks
+    soft = torch.softmax(torch.where(known, expert_values / temperature, float("-inf")), dim=1)
+    target = torch.where(known.any(dim=1, keepdim=True), soft.nan_to_num(0.0),
+                         F.one_hot(expert_actions, scores.shape[1]).to(scores.dtype))
+    log_p = torch.log_softmax(scores, dim=1)
+    loss = -torch.where(target > 0, target * log_p, torch.zeros_like(log_p)).sum(dim=1).mean()
+    return loss, matches
 
 
 @dataclass(frozen=True)
 class CloningSettings:
     """How :func:`clone` trains: ``epochs`` passes over the rows in seeded random minibatches of ``batch_size``,
-    Adam at ``learning_rate`` on every parameter of the policy, ``mask_actions`` as in the module docstring."""
+    Adam at ``learning_rate`` on every parameter of the policy, ``mask_actions`` as in the module docstring,
+    ``temperature`` as in :func:`imitation_loss` (None: the expert's action only)."""
 
     epochs: int = 10
     batch_size: int = 64
     learning_rate: float = 1e-3
     mask_actions: bool = True
+    temperature: float | None = None
 
 
 def clone(policy: Any, demonstrations: Demonstrations, settings: CloningSettings = CloningSettings(),
@@ -73,7 +91,9 @@ def clone(policy: Any, demonstrations: Demonstrations, settings: CloningSettings
                 expert = torch.as_tensor(demonstrations.expert_actions[rows], device=policy.device)
                 masks = (torch.as_tensor(demonstrations.action_masks[rows], device=policy.device)
                          if settings.mask_actions else None)
-                loss, hits = imitation_loss(policy, obs, expert, masks)
+                values = (torch.as_tensor(demonstrations.expert_values[rows], device=policy.device)
+                          if settings.temperature is not None else None)
+                loss, hits = imitation_loss(policy, obs, expert, masks, values, settings.temperature)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

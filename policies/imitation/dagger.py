@@ -19,7 +19,8 @@ from stable_baselines3.common.vec_env import VecEnv
 from policies.imitation.cloning import CloningSettings, clone, policy_actions
 from policies.imitation.demonstrations import Demonstrations
 
-#: ``() -> (n_envs,) int64``: the expert's action in each env's current state
+#: ``() -> (n_envs,) int64``: the expert's action in each env's current state (an expert with a ``values``
+#: attribute, ``(n_envs, n_actions)``, also gives its value of every cell: :class:`~policies.imitation.HeuristicExpert`)
 Expert = Callable[[], np.ndarray]
 #: ``(observations, action_masks) -> (n_envs,) int64``: the learner's actions
 Learner = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -71,7 +72,8 @@ class StateVisitor:
         if self.obs is None:
             self.obs = self.env.reset()
         n = self.env.num_envs
-        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "masks", "expert", "taken", "rewards", "dones")}
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "masks", "expert", "taken", "rewards", "dones",
+                                                             "values")}
         for _ in range(-(-states // n)):
             masks = action_masks_of(self.env)
             if expert is None:
@@ -87,8 +89,11 @@ class StateVisitor:
             obs, rewards, dones, _ = self.env.step(taken)
             if self.after_step is not None:
                 self.after_step()
+            values = getattr(expert, "values", None)  # an expert that scores every cell (the oracle) says so
+            if values is None or expert is None:
+                values = np.full(masks.shape, np.nan, np.float32)
             for key, value in (("obs", self.obs), ("masks", masks), ("expert", expert_actions), ("taken", taken),
-                               ("rewards", rewards), ("dones", dones)):
+                               ("rewards", rewards), ("dones", dones), ("values", values)):
                 rows[key].append(np.asarray(value))
             self.obs = obs
         steps = len(rows["obs"])
@@ -96,7 +101,8 @@ class StateVisitor:
                               np.concatenate(rows["expert"]).astype(np.int64),
                               np.concatenate(rows["taken"]).astype(np.int64),
                               np.concatenate(rows["rewards"]).astype(np.float32),
-                              np.concatenate(rows["dones"]).astype(bool), np.tile(np.arange(n), steps))
+                              np.concatenate(rows["dones"]).astype(bool), np.tile(np.arange(n), steps),
+                              np.concatenate(rows["values"]).astype(np.float32))
 
 
 def dagger(policy: Any, visitor: StateVisitor, expert: Expert, rounds: int, states: int, beta: float = 0.5,

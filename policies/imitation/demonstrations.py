@@ -28,6 +28,8 @@ class Demonstrations:
     :param rewards: ``(N,) float32``, the reward of the taken action.
     :param dones: ``(N,) bool``, whether that step ended the episode.
     :param env_index: ``(N,) int64``, which env of the vector env visited the state.
+    :param expert_values: ``(N, n_actions) float32``, the expert's value of every cell where it has one (the
+        ``oracle``: the true IoU each prompt would give), NaN elsewhere; all NaN by default.
     """
 
     observations: np.ndarray
@@ -37,13 +39,17 @@ class Demonstrations:
     rewards: np.ndarray
     dones: np.ndarray
     env_index: np.ndarray
+    expert_values: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.expert_values is None:
+            self.expert_values = np.full(self.action_masks.shape, np.nan, np.float32)
         counts = {f.name: len(getattr(self, f.name)) for f in fields(self)}
         if len(set(counts.values())) != 1:
             raise ValueError(f"demonstration arrays differ in length: {counts}")
-        if self.action_masks.ndim != 2:
-            raise ValueError(f"action_masks must be (N, n_actions), got shape {self.action_masks.shape}")
+        if self.action_masks.ndim != 2 or self.expert_values.shape != self.action_masks.shape:
+            raise ValueError(f"action_masks and expert_values must be (N, n_actions), got shapes "
+                             f"{self.action_masks.shape} and {self.expert_values.shape}")
         rows = np.arange(len(self))
         if len(self) and not self.action_masks[rows, self.expert_actions].all():
             bad = int(np.flatnonzero(~self.action_masks[rows, self.expert_actions])[0])

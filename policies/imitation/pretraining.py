@@ -36,6 +36,8 @@ class ImitationSettings:
     :param beta: the expert's share of actions in DAgger round 1; ``beta_decay``: its factor per later round.
     :param epochs: cloning epochs per round; ``batch_size``, ``learning_rate``, ``mask_actions``: see
         :class:`~policies.imitation.cloning.CloningSettings`.
+    :param temperature: None: clone the expert's action; a number: clone the ``oracle``'s IoU of every cell,
+        ``softmax(IoU / temperature)`` (:func:`~policies.imitation.imitation_loss`).
     :param critic_warmup_states: states of the cloned policy's own (sampled) rollouts whose returns the critic is
         fitted to before RL (actor-critics only; 0: none), for ``critic_epochs`` epochs.
     """
@@ -51,6 +53,7 @@ class ImitationSettings:
     batch_size: int = 64
     learning_rate: float = 1e-3
     mask_actions: bool = True
+    temperature: float | None = None
     critic_warmup_states: int = 0
     critic_epochs: int = 10
 
@@ -75,6 +78,10 @@ class ImitationSettings:
         beta_schedule(1, settings.beta, settings.beta_decay)  # both in [0, 1]
         if not isinstance(settings.learning_rate, (int, float)) or not settings.learning_rate > 0:
             raise ValueError(f"init.imitation.learning_rate must be a positive number, got {settings.learning_rate!r}")
+        if settings.temperature is not None and (isinstance(settings.temperature, bool) or not isinstance(
+                settings.temperature, (int, float)) or not settings.temperature > 0):
+            raise ValueError(f"init.imitation.temperature must be a positive number or null, got "
+                             f"{settings.temperature!r}")
         if settings.dataset is not None and not isinstance(settings.dataset, str):
             raise ValueError(f"init.imitation.dataset must be a .npz path or a Minari dataset id, got "
                              f"{settings.dataset!r}")
@@ -85,7 +92,8 @@ class ImitationSettings:
 
     @property
     def cloning(self) -> CloningSettings:
-        return CloningSettings(self.epochs, self.batch_size, float(self.learning_rate), self.mask_actions)
+        return CloningSettings(self.epochs, self.batch_size, float(self.learning_rate), self.mask_actions,
+                               None if self.temperature is None else float(self.temperature))
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
