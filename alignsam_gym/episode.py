@@ -28,7 +28,7 @@ class Episode:
     :param mask: ``(S, S) bool`` its ground truth (read-only).
     :param embedding: the backend's encoding of ``image``; ``features`` is ``E(x)``, ``(C, h, w) float32``.
     :param max_prompts: the agent's prompt budget T.
-    :param num_actions: ``grid_size**2``.
+    :param num_actions: ``grid_size**2`` (+ 1 with the stop action, which is never marked prompted).
     :param clip_map: ``(h_c, w_c) float32`` CLIP-Surgery map of the task's text prompt, or None.
     :param embedding_key: ``(16,) uint8`` key of ``E(x)`` for compact observations, or None.
     :param ignore: ``(S, S) bool`` unlabelled pixels of the ground truth (GrabCut's band), or None; the IoU
@@ -51,6 +51,8 @@ class Episode:
     prompted: np.ndarray = field(init=False)
     #: the agent's prompts so far (initial points not counted)
     num_prompts: int = 0
+    #: whether the agent ended the episode with the stop action (the env's ``stop_action`` option)
+    stopped: bool = False
     logits: np.ndarray | None = None
     _derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -66,7 +68,7 @@ class Episode:
     def add_prompt(self, action: int, point: np.ndarray, label: int) -> None:
         """The agent's prompt at cell ``action`` (centre ``point``) with ``label``."""
         if self.done:
-            raise RuntimeError(f"the episode ended after max_prompts={self.max_prompts} steps; call reset()")
+            raise RuntimeError(f"the episode has ended ({self.end}); call reset()")
         self.points.append(point)
         self.labels.append(int(label))
         self.prompted[int(action)] = True
@@ -78,9 +80,21 @@ class Episode:
         for name in ("probability", "iou", "grid_mask", "state"):
             self._derived.pop(name, None)
 
+    def stop(self) -> None:
+        """The agent ends the episode before its budget is spent; the current mask is the final one."""
+        if self.done:
+            raise RuntimeError(f"the episode has ended ({self.end}); call reset()")
+        self.stopped = True
+
     @property
     def done(self) -> bool:
-        return self.num_prompts >= self.max_prompts
+        return self.stopped or self.num_prompts >= self.max_prompts
+
+    @property
+    def end(self) -> str:
+        """How the episode ended, in words (for errors)."""
+        return (f"stopped after {self.num_prompts} prompts" if self.stopped
+                else f"max_prompts={self.max_prompts} prompts spent")
 
     def prompt_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """All prompts so far: ``(N, 2) float64`` points ``(x, y)`` and ``(N,) int64`` labels."""

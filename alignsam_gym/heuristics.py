@@ -25,7 +25,8 @@
   of the larger error region. It reads the ground truth (an upper bound, like ``oracle``) and decodes nothing, so it
   is a cheap expert to imitate; the env's labeler, not the clicker, labels its point.
 
-Each chooses among ``env.action_masks()`` (no repeated prompts), like the evaluation of trained agents. The
+Each chooses among ``env.action_masks()`` (no repeated prompts), like the evaluation of trained agents, and none
+ever takes the stop action (``stop_action=True``): the rules prompt until the budget is spent. The
 mask is read at the action points as the SRM's scores are (bilinearly, :func:`alignsam_gym.labels.sample_bilinear`).
 """
 
@@ -63,6 +64,11 @@ def mask_at_actions(env, probability: np.ndarray | None = None) -> np.ndarray:
     return np.array([sample_bilinear(prob, p, env.image_size) for p in env.action_points], dtype=np.float64)
 
 
+def cell_masks(env) -> np.ndarray:
+    """``(grid_size**2,) bool``: the cells not prompted yet (``env.action_masks()`` without the stop action)."""
+    return env.action_masks()[:env.grid_size**2]
+
+
 def _best(scores: np.ndarray, allowed: np.ndarray) -> int:
     scores = np.where(allowed, scores, -np.inf)
     return int(np.argmax(scores))
@@ -75,7 +81,7 @@ def choose(policy: str, env, rng: np.random.Generator) -> int:
     :param env: the unwrapped env (``gym.make(...).unwrapped``), in an episode.
     :param rng: the generator of ``random``'s draws.
     """
-    allowed = env.action_masks()
+    allowed = cell_masks(env)
     if not allowed.any():
         raise RuntimeError("every cell is prompted already; max_prompts exceeds the grid")
     if policy == "random":
@@ -122,7 +128,7 @@ def oracle_action(env, candidates: int | None = None) -> int:
 def oracle_values(env, candidates: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What the ``oracle`` compares: the cells it tries (see :func:`oracle_action`; None: every unprompted cell, in
     index order) and the true IoU of the mask each would give, ``((K,) int64, (K,) float64)``."""
-    allowed = env.action_masks()
+    allowed = cell_masks(env)
     truth, ignore = env.target_mask, env.target_ignore
     if candidates is None:
         cells = np.flatnonzero(allowed)  # the full search, in index order (ties go to the lowest index)
@@ -147,7 +153,7 @@ def clicker_action(env) -> int:
 
     :param env: the unwrapped env, in an episode (its ground truth is read: an upper bound, not a policy).
     """
-    allowed = env.action_masks()
+    allowed = cell_masks(env)
     truth, ignore, probability = env.target_mask, env.target_ignore, env.mask_probability
     cells = cell_of_pixels(truth.shape, env.grid_size)
     pred, open_pixels = probability > 0.5, allowed[cells]

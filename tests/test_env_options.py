@@ -161,3 +161,48 @@ def test_sb3_bootstraps_the_value_at_a_truncated_budget():
             _, _, dones, infos = env.step(np.array([env.env_method("action_masks")[0].argmax()]))
         assert dones[0] and infos[0]["TimeLimit.truncated"] is expected and "terminal_observation" in infos[0]
         env.close()
+
+
+def test_the_stop_action_ends_the_episode_with_the_mask_kept(make_env):
+    env = make_env(**KWARGS, stop_action=True)
+    assert env.action_space.n == 101
+    env.reset(seed=2)
+    _, _, _, _, info = env.step(44)
+    mask, iou = env.unwrapped.mask_probability, info["iou"]
+    masks = env.unwrapped.action_masks()
+    assert masks.shape == (101,) and masks[100] and not masks[44]
+    _, reward, terminated, truncated, info = env.step(100)
+    assert (reward, terminated, truncated) == (0.0, True, False)
+    assert info["stopped"] and info["label"] == -1 and info["num_prompts"] == 1 and info["iou"] == iou
+    np.testing.assert_array_equal(env.unwrapped.mask_probability, mask)
+    with pytest.raises(RuntimeError, match="stopped after 1 prompts"):
+        env.step(3)
+    plain = make_env(**KWARGS)
+    assert plain.action_space.n == 100
+    plain.reset(seed=2)
+    with pytest.raises(ValueError, match=r"action must be an integer in \[0, 100\)"):
+        plain.step(100)
+
+
+def test_a_batch_with_stops_and_prompts_matches_single_envs():
+    vector = AlignSAMVectorEnv(2, **KWARGS, obs_size=10, stop_action=True)
+    singles = [gym.make("AlignSAM-v0", **KWARGS, obs_size=10, stop_action=True) for _ in range(2)]
+    vector.reset(seed=4)
+    for i, env in enumerate(singles):
+        env.reset(seed=4 + i)
+    obs, rewards, terminated, _, _ = vector.step(np.array([100, 7]))  # env 0 stops, env 1 prompts
+    for i, env in enumerate(singles):
+        single, reward, done, _, _ = env.step([100, 7][i])
+        np.testing.assert_allclose(obs[i], single, rtol=1e-6, atol=1e-6)
+        assert rewards[i] == pytest.approx(reward) and terminated[i] == done
+    assert terminated.tolist() == [True, False]
+
+
+def test_heuristics_never_stop(make_env):
+    from alignsam_gym.heuristics import HEURISTICS, choose
+
+    env = make_env(**KWARGS, stop_action=True, init_prompts="srm")
+    for policy in HEURISTICS:
+        env.reset(seed=0)
+        action = choose(policy, env.unwrapped, np.random.default_rng(0))
+        assert 0 <= action < 100, policy

@@ -290,3 +290,22 @@ def test_the_oracle_expert_keeps_the_iou_of_every_cell_it_compared():
         np.testing.assert_allclose(expert.values[i, cells], ious, rtol=1e-6)
         assert np.isnan(np.delete(expert.values[i], cells)).all() and actions[i] == cells[int(np.argmax(ious))]
     env.close()
+
+
+def test_an_agent_that_stops_keeps_its_mask_for_the_prompts_it_did_not_take():
+    from policies.runs.training import make_training_env
+    from policies.sb3.presets import make_model
+
+    env_kwargs = {**ENV, "stop_action": True}
+    env = make_training_env(RunConfig.from_dict({"n_envs": 1, "device": "cpu", "env": env_kwargs}))
+    model = make_model("maskable_ppo", env, device="cpu", seed=0, policy_kwargs=SMALL)
+    scores = action_scores(model.policy, torch.as_tensor(env.reset()))
+    assert scores.shape == (1, 101)  # a logit per cell and one for stopping
+    with torch.no_grad():  # an agent that always stops after its first prompt... here: at once
+        model.policy.action_net.stop_score.bias.fill_(1e4)
+    result = evaluate("stopping agent", {**env_kwargs, "split": "val"}, seed=0, device="cpu", model=model,
+                      algorithm="maskable_ppo")
+    for row in result["episodes"]:
+        assert row["actions"] == [] and row["iou"] == [row["iou"][0]] * 5 and np.isnan(row["foreground_rate"])
+    assert result["iou_curve"] == [result["iou_curve"][0]] * 5
+    env.close()

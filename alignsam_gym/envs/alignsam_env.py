@@ -27,7 +27,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     ## Action Space
     ``Discrete(grid_size**2)``. Action ``a`` is the patch in row ``a // grid_size`` and column
     ``a % grid_size``; its prompt is the patch centre ``((col + 0.5) * image_size / grid_size,
-    (row + 0.5) * image_size / grid_size)`` in pixels ``(x, y)``.
+    (row + 0.5) * image_size / grid_size)`` in pixels ``(x, y)``. With ``stop_action=True`` the space is
+    ``Discrete(grid_size**2 + 1)`` and the last action, ``grid_size**2``, stops: the episode ends with the
+    current mask as the final one (on real photos more prompts can hurt).
 
     ## Observation Space
     ``Box(-inf, inf, (C, obs_size, obs_size), obs_dtype)``: the state ``s_t = E(x) * M_{t-1}``, the
@@ -74,7 +76,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     (the objective sums exactly T rewards), so no value is bootstrapped past it; ``truncated`` stays False,
     left to external time limits. ``budget_end="truncated"``: ``truncated=True`` and ``terminated=False``, so
     SB3 bootstraps ``V(s_T)`` at the end, as the paper's Eq. 6 (the return of the last step adds
-    ``gamma * V(s_T)``) does. Stepping a finished episode raises ``RuntimeError``.
+    ``gamma * V(s_T)``) does. The stop action (``stop_action=True``) ends the episode at once with
+    ``terminated=True``, reward 0, the mask kept, ``info["stopped"]`` True. Stepping a finished episode raises
+    ``RuntimeError``.
 
     ## Arguments
 
@@ -122,7 +126,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     - ``reward`` (``"foreground"``, ``"iou_gain"``, ``"foreground+iou"``), ``iou_reward_scale`` (10.0),
       ``repeat_penalty`` (0.0): see Rewards. ``observation`` (``"masked"``, ``"masked_plus"``,
       ``"channels"``), ``observe_srm`` (False), ``observe_time`` (False): see Observation Space.
-      ``budget_end`` (``"terminated"``, ``"truncated"``): see Episode End.
+      ``budget_end`` (``"terminated"``, ``"truncated"``): see Episode End. ``stop_action`` (False): see Action
+      Space.
     - ``obs_mode``: ``"full"`` (default, the paper's ``s_t``) or ``"compact"`` (see Observation Space);
       ``embedding_table``: the :class:`~alignsam_gym.observation.EmbeddingTable` compact observations
       publish into (default: a new one per env; give envs that feed one policy the same table).
@@ -133,8 +138,9 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     ``info`` after ``reset``: ``iou``, ``num_prompts`` (0), ``image_index``, ``action_mask``; after each
     ``step``: ``iou`` of the current mask against the ground truth at the mask's resolution,
     ``is_foreground`` (the ground truth at the point), ``label`` (the label given to the segmenter,
-    0 or 1), ``num_prompts`` (the agent's prompts so far, 1..max_prompts) and ``action_mask``
-    (``(grid_size**2,) bool``, False on cells already prompted; also ``env.action_masks()``).
+    0 or 1; -1 after a stop), ``num_prompts`` (the agent's prompts so far, 0..max_prompts), ``stopped``
+    (whether the stop action ended the episode) and ``action_mask`` (``(action_space.n,) bool``, False on cells
+    already prompted, True for the stop action; also ``env.action_masks()``).
 
     ## Version History
 
@@ -186,8 +192,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
 
     # -- what policies, heuristics and the SB3 plugin ask of the env -----------------------------------
     def action_masks(self) -> np.ndarray:
-        """``(grid_size**2,) bool``: True for cells the agent has not prompted yet this episode
-        (for MaskablePPO; prompting a cell again is allowed by the env itself)."""
+        """``(action_space.n,) bool``: True for cells the agent has not prompted yet this episode (for MaskablePPO;
+        prompting a cell again is allowed by the env itself) and for the stop action, when there is one."""
         if self.episode is None:
             return np.ones(self.action_space.n, dtype=bool)
         return ~self.episode.prompted

@@ -82,6 +82,7 @@ class EnvSettings:
     observe_srm: bool = False
     observe_time: bool = False
     budget_end: str = "terminated"
+    stop_action: bool = False
 
 
 class EnvCore:
@@ -123,6 +124,7 @@ class EnvCore:
         observe_srm: bool = False,
         observe_time: bool = False,
         budget_end: str = "terminated",
+        stop_action: bool = False,
         device: str = "auto",
         embedding_table: EmbeddingTable | None = None,
     ) -> None:
@@ -142,7 +144,7 @@ class EnvCore:
         check_choice("observation", observation, OBSERVATIONS)
         iou_reward_scale = check_number("iou_reward_scale", iou_reward_scale, minimum=0.0, exclusive=True)
         repeat_penalty = check_number("repeat_penalty", repeat_penalty, minimum=0.0)
-        for name, flag in (("observe_srm", observe_srm), ("observe_time", observe_time)):
+        for name, flag in (("observe_srm", observe_srm), ("observe_time", observe_time), ("stop_action", stop_action)):
             if not isinstance(flag, (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {flag!r}")
         if observe_time and obs_mode != "full":
@@ -178,7 +180,8 @@ class EnvCore:
         obs_size = check_int("obs_size", obs_size, 1)
         self.settings = EnvSettings(grid_size, image_size, max_prompts, label_source, init_prompts, obs_size,
                                     obs_dtype, obs_mode, reward, float(iou_reward_scale), float(repeat_penalty),
-                                    observation, bool(observe_srm), bool(observe_time), budget_end)
+                                    observation, bool(observe_srm), bool(observe_time), budget_end,
+                                    bool(stop_action))
         state_channels = agent_channels(channels, observation, observe_srm) + bool(observe_time)
         self.embedding_table: EmbeddingTable | None = None
         if obs_mode == "full":
@@ -190,7 +193,9 @@ class EnvCore:
             self.embedding_table = embedding_table if embedding_table is not None else EmbeddingTable()
             self.embedding_table.reserve((id(self.dataset), id(self.backend)), len(self.dataset),
                                          4 * channels * height * width)
-        self.action_space = spaces.Discrete(grid_size**2)
+        self.action_space = spaces.Discrete(grid_size**2 + bool(stop_action))
+        #: the stop action (``grid_size**2``), or None without ``stop_action``
+        self.stop = grid_size**2 if stop_action else None
 
         # The SRM: the paper's branch for the task, unless overridden; the explicit branch needs CLIP maps,
         # so without them a task whose paper branch is explicit runs the implicit one (srm_branch says which).
@@ -269,11 +274,11 @@ class EnvCore:
 
     def check_action(self, episode: Episode | None, action: Any) -> int:
         """``action`` as an int; :raises: ``RuntimeError`` before ``reset`` or after the episode's end,
-        ``ValueError`` for anything but an integer in ``[0, grid_size**2)``."""
+        ``ValueError`` for anything but an integer in ``[0, action_space.n)``."""
         if episode is None:
             raise RuntimeError("call reset() before step()")
         if episode.done:
-            raise RuntimeError(f"the episode ended after max_prompts={self.settings.max_prompts} steps; call reset()")
+            raise RuntimeError(f"the episode has ended ({episode.end}); call reset()")
         if isinstance(action, np.ndarray) and action.ndim == 0:
             action = action.item()
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) \
@@ -290,26 +295,36 @@ class EnvCore:
         if not episodes:
             return []
         actions = [self.check_action(e, a) for e, a in zip(episodes, actions)]
+        results: list[StepResult | None] = [None] * len(episodes)
+        for i, (episode, action) in enumerate(zip(episodes, actions)):
+            if action == self.stop:  # ends the episode, the mask kept: no prompt, no reward
+                episode.stop()
+                results[i] = (self.observe(episode), 0.0, True, False, self.step_info(episode, False, -1))
+        prompting = [i for i, action in enumerate(actions) if action != self.stop]
+        episodes, actions = [episodes[i] for i in prompting], [actions[i] for i in prompting]
         repeats = [bool(e.prompted[a]) for e, a in zip(episodes, actions)]
         before = [e.iou for e in episodes]
         points = [self.action_points[a] for a in actions]
         truths = [e.is_foreground(p) for e, p in zip(episodes, points)]
-        labels = self.labeler.label(episodes, points, self.settings.image_size)
+        labels = self.labeler.label(episodes, points, self.settings.image_size) if episodes else []
         for episode, action, point, label in zip(episodes, actions, points, labels):
             episode.add_prompt(action, point, label)
         prompts = [e.prompt_arrays() for e in episodes]
         logits = self.backend.decode_batch([e.embedding for e in episodes], [p for p, _ in prompts],
-                                           [lab for _, lab in prompts])
-        results = []
-        for episode, mask_logits, truth, label, iou_before, repeat in zip(episodes, logits, truths, labels, before,
-                                                                          repeats):
+                                           [lab for _, lab in prompts]) if episodes else []
+        for i, episode, mask_logits, truth, label, iou_before, repeat in zip(prompting, episodes, logits, truths,
+                                                                             labels, before, repeats):
             episode.set_logits(mask_logits)
-            info = {"iou": episode.iou, "is_foreground": truth, "label": label, "num_prompts": episode.num_prompts,
-                    "action_mask": ~episode.prompted}
             reward = self.reward(truth, episode.iou - iou_before, repeat)
             truncated = episode.done and self.settings.budget_end == "truncated"
-            results.append((self.observe(episode), reward, episode.done and not truncated, truncated, info))
+            results[i] = (self.observe(episode), reward, episode.done and not truncated, truncated,
+                          self.step_info(episode, truth, label))
         return results
+
+    def step_info(self, episode: Episode, is_foreground: bool, label: int) -> dict[str, Any]:
+        """The ``info`` of a step (see the env's docstring); a stop has ``is_foreground`` False and ``label`` -1."""
+        return {"iou": episode.iou, "is_foreground": is_foreground, "label": label,
+                "num_prompts": episode.num_prompts, "stopped": episode.stopped, "action_mask": ~episode.prompted}
 
     def reward(self, is_foreground: bool, iou_gain: float, repeat: bool) -> float:
         """The reward of one prompt (see the env's Rewards section): +1/-1 for a foreground/background point

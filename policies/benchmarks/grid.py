@@ -262,6 +262,13 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
         curve = run.read_curve() if policy == trial.algorithm else []
         if curve:
             record["curve"] = curve  # validation mIoU / foreground rate against env steps
+        imitation = run.read_imitation() if policy == trial.algorithm else None
+        if imitation:  # the imitation phase in brief: the expert's cost per labelled state, each round's fit
+            record["imitation"] = {
+                "expert": imitation["expert"], "states": imitation["states"], "wall_s": imitation["wall_s"],
+                "rounds": [{"round": r["round"], "beta": r["beta"], "states": r["states"],
+                            "learner_agreement": r.get("learner_agreement"), **r["cloning"][-1]}
+                           for r in imitation["rounds"]]}
         records.append(record)
     return records, frames
 

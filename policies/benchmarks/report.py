@@ -198,6 +198,31 @@ def _prompt_efficiency(config: dict[str, Any], groups: dict[tuple, list[dict[str
     return [caption, "", markdown_table(header, rows), ""]
 
 
+def _imitation_section(groups: dict[tuple, list[dict[str, Any]]], tasks: list[str], policies: list[str]) -> list[str]:
+    """How the agents trained with ``init: {imitation}`` were cloned: expert, labelled states, the expert's cost per
+    state, the last round's fit (means over seeds)."""
+    rows = []
+    for task in tasks:
+        for policy in policies:
+            rs = [r["imitation"] for r in groups.get((task, policy), []) if r.get("imitation")]
+            if not rs:
+                continue
+            per_state = [r["expert"]["seconds_per_state"] for r in rs if r["expert"].get("seconds_per_state")]
+            rows.append([task, policy, rs[0]["expert"]["name"], _mean_sd([r["states"] for r in rs], digits=0),
+                         str(len(rs[0]["rounds"]) - 1),
+                         _mean_sd(per_state, digits=4) if per_state else "–",
+                         _mean_sd([r["rounds"][-1]["accuracy"] for r in rs]), _mean_sd([r["wall_s"] for r in rs],
+                                                                                       digits=0)])
+    if not rows:
+        return []
+    return ["## Imitation", "", "Agents cloned from an expert before RL (`init: {imitation}`): the labelled states, "
+            "the DAgger rounds after behaviour cloning, the expert's seconds per labelled state, the share of the "
+            "last round's training rows where the policy's best cell was the expert's, and the imitation's wall time "
+            "(s); mean ± standard deviation over seeds.", "",
+            markdown_table(["task", "agent", "expert", "states", "DAgger rounds", "expert s/state", "accuracy",
+                            "wall s"], rows), ""]
+
+
 def markdown(report: dict[str, Any]) -> str:
     config, records = report["config"], report["results"]
     tasks = list(dict.fromkeys(r["task"] for r in records))
@@ -229,6 +254,7 @@ def markdown(report: dict[str, Any]) -> str:
                   markdown_table(["policy"] + tasks, rows), ""]
 
     parts += _prompt_efficiency(config, groups, tasks, policies, main_source, main_t)
+    parts += _imitation_section(groups, tasks, policies)
     voc = [t for t in tasks if t.startswith("voc-")]
     if len(voc) > 1:  # Pascal VOC's convention: the mean over classes of each class's mIoU
         rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",
@@ -271,7 +297,7 @@ def markdown(report: dict[str, Any]) -> str:
         parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
                   markdown_table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
     parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
-              "(the first test episode of each policy, first seed, after 0, 1, 3, 7 and 15 prompts); with several seeds "
+              "(the first episode of each policy, first seed, after 0, 1, 3, 7 and 15 prompts); with several seeds "
               "`plots/performance_profile.png` (the fraction of runs above each normalised mIoU), "
               "`plots/prompt_efficiency.png` (AUC, NoC@85, NoC@90) and, for runs trained with "
               "`eval_every`, `plots/learning_curves_<task>.png` (validation mIoU and foreground rate against env steps, "

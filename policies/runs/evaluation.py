@@ -23,7 +23,9 @@ from policies.runs.actor import Actor
 from policies.sb3.presets import TRAINS_WITH_ACTION_MASKS
 
 #: the columns of one evaluated episode (a row of ``evaluate(...)["episodes"]``): the image, every step's action,
-#: label, reward and ground truth at the point, the IoU after 0..T prompts, and the final metrics
+#: label, reward and ground truth at the point, the IoU after 0..T prompts, and the final metrics. An episode the
+#: agent stopped (the env's ``stop_action``) has fewer actions than T; its IoU after the prompts not taken is the
+#: final mask's, as that mask is what the user keeps
 EPISODE_COLUMNS = ("image_index", "image_id", "actions", "labels", "rewards", "is_foreground", "iou",
                    "foreground_rate", "return", "auc", "noc85", "noc90", "final_iou", "f_beta", "f_adaptive",
                    "e_measure", "mae", "ber")
@@ -108,6 +110,9 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
                 frames[len(actions)] = env.render()
             action = actor.act(obs)
             obs, reward, terminated, truncated, info = env.step(action)
+            if info.get("stopped"):  # the stop action: no prompt; the mask stays for the prompts not taken
+                ious += [ious[-1]] * (inner.max_prompts + 1 - len(ious))
+                break
             actions.append(int(action))
             labels.append(int(info["label"]))
             rewards.append(float(reward))
@@ -118,10 +123,11 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
             frames[len(actions)] = env.render()
         final = mask_metrics(inner.mask_probability, inner.target_mask, inner.target_ignore)
         finals.append(final)
-        budget = len(actions)
+        budget = len(ious) - 1
         rows.append({"image_index": int(image_index), "image_id": str(names[image_index]), "actions": actions,
                      "labels": labels, "rewards": rewards, "is_foreground": hits, "iou": ious,
-                     "foreground_rate": float(np.mean(hits)), "return": float(np.sum(rewards)),
+                     "foreground_rate": float(np.mean(hits)) if hits else float("nan"),
+                     "return": float(np.sum(rewards)),
                      "auc": float(np.mean(ious[1:])), "noc85": prompts_to_reach(ious[1:], 0.85, budget + 1),
                      "noc90": prompts_to_reach(ious[1:], 0.9, budget + 1), "final_iou": final["iou"],
                      **{key: final[key] for key in ("f_beta", "f_adaptive", "e_measure", "mae", "ber")}})
@@ -130,7 +136,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
     trained_masked = None if actor.algorithm is None else TRAINS_WITH_ACTION_MASKS[actor.algorithm]
     curves = [row["iou"] for row in rows]
     efficiency = prompt_efficiency(curves)
-    result = {"foreground_rate": float(np.mean([h for row in rows for h in row["is_foreground"]])),
+    hits = [h for row in rows for h in row["is_foreground"]]  # every prompt (none when every episode stopped at once)
+    result = {"foreground_rate": float(np.mean(hits)) if hits else float("nan"),
               "miou": float(np.mean([row["final_iou"] for row in rows])),
               "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)],
               "auc": efficiency["auc"], "noc85": efficiency["noc85"], "noc90": efficiency["noc90"]}

@@ -21,32 +21,45 @@ from policies.sb3.features import SpatialEmbeddingExtractor
 
 class CellScores(nn.Module):
     """Action logits from per-cell features: a 1x1 convolution over the ``(c, g, g)`` feature map, or with
-    ``hidden > 0`` a per-cell MLP (1x1 convolution to ``hidden`` channels, ReLU, 1x1 convolution)."""
+    ``hidden > 0`` a per-cell MLP (1x1 convolution to ``hidden`` channels, ReLU, 1x1 convolution). With ``stop``
+    one more logit, for the env's stop action, a linear function of the cells' mean features."""
 
-    def __init__(self, cell_channels: int, grid: int, hidden: int = 0) -> None:
+    def __init__(self, cell_channels: int, grid: int, hidden: int = 0, stop: bool = False) -> None:
         super().__init__()
         self.cell_channels, self.grid = cell_channels, grid
         self.score = (nn.Conv2d(cell_channels, 1, 1) if not hidden else
                       nn.Sequential(nn.Conv2d(cell_channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)))
+        self.stop_score = nn.Linear(cell_channels, 1) if stop else None
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         cells = latent.reshape(-1, self.cell_channels, self.grid, self.grid)
-        return self.score(cells).flatten(1)
+        scores = self.score(cells).flatten(1)
+        if self.stop_score is None:
+            return scores
+        return torch.cat([scores, self.stop_score(cells.mean(dim=(2, 3)))], dim=1)
 
 
-def _cell_settings(name: str, action_space: Any, cell_hidden: int, kwargs: dict[str, Any]) -> int:
+def action_grid(name: str, action_space: Any) -> tuple[int, bool]:
+    """``(grid, stop)`` of an AlignSAM action space: ``Discrete(grid**2)``, or ``Discrete(grid**2 + 1)`` with the
+    stop action. :raises ValueError: naming the policy for any other space."""
+    n = int(action_space.n)
+    for grid, stop in ((int(round(n ** 0.5)), False), (int(round((n - 1) ** 0.5)), True)):
+        if grid > 0 and grid * grid + stop == n:
+            return grid, stop
+    raise ValueError(f"{name} needs a square action grid (with or without one stop action), got Discrete({n})")
+
+
+def _cell_settings(name: str, action_space: Any, cell_hidden: int, kwargs: dict[str, Any]) -> tuple[int, bool]:
     """Check ``cell_hidden`` and the square action grid, and default ``kwargs`` to the spatial extractor on that
-    grid (a copy of the caller's extractor kwargs); the checked ``cell_hidden``."""
+    grid (a copy of the caller's extractor kwargs); the checked ``cell_hidden`` and whether there is a stop action."""
     if cell_hidden < 0:
         raise ValueError(f"cell_hidden must be 0 (a linear cell score) or a width, got {cell_hidden}")
     kwargs.setdefault("features_extractor_class", SpatialEmbeddingExtractor)
     extractor_kwargs = dict(kwargs.get("features_extractor_kwargs") or {})  # never change the caller's dict
     kwargs["features_extractor_kwargs"] = extractor_kwargs
-    grid = int(round(action_space.n ** 0.5))
-    if grid * grid != action_space.n:
-        raise ValueError(f"{name} needs a square action grid, got Discrete({action_space.n})")
+    grid, stop = action_grid(name, action_space)
     extractor_kwargs.setdefault("grid", grid)
-    return int(cell_hidden)
+    return int(cell_hidden), stop
 
 
 class _CellScoring:
@@ -55,7 +68,7 @@ class _CellScoring:
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,
                  **kwargs: Any) -> None:
-        self.cell_hidden = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
+        self.cell_hidden, self.has_stop_action = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
         kwargs.setdefault("net_arch", {"pi": [], "vf": [128]})
         kwargs.setdefault("ortho_init", False)
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
@@ -64,7 +77,7 @@ class _CellScoring:
         super()._build(lr_schedule)
         extractor = self.pi_features_extractor
         if isinstance(extractor, SpatialEmbeddingExtractor) and self.mlp_extractor.latent_dim_pi == extractor.features_dim:
-            self.action_net = CellScores(extractor.cell_channels, extractor.grid, self.cell_hidden)
+            self.action_net = CellScores(extractor.cell_channels, extractor.grid, self.cell_hidden, self.has_stop_action)
             self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
@@ -81,6 +94,7 @@ class AlignSAMPolicy(_CellScoring, ActorCriticPolicy):
     ``cell_hidden`` (``policy_kwargs``, default 0) makes the cell score a small per-cell MLP of that width
     instead of a linear function of the cell's features (with the extractor's ``passthrough`` channels a
     score can then compare the mask with the SRM's map, which a linear one cannot).
+    With the env's stop action (``Discrete(grid_size**2 + 1)``) one more logit scores stopping.
     Other ``ActorCriticPolicy`` arguments can still be passed through ``policy_kwargs``.
     """
 
@@ -99,7 +113,7 @@ class AlignSAMDQNPolicy(DQNPolicy):
 
     def __init__(self, observation_space, action_space, lr_schedule, *args: Any, cell_hidden: int = 0,
                  **kwargs: Any) -> None:
-        self.cell_hidden = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
+        self.cell_hidden, self.has_stop_action = _cell_settings(type(self).__name__, action_space, cell_hidden, kwargs)
         kwargs.setdefault("net_arch", [])
         super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
@@ -107,7 +121,7 @@ class AlignSAMDQNPolicy(DQNPolicy):
         q_net = super().make_q_net()
         extractor = q_net.features_extractor
         if isinstance(extractor, SpatialEmbeddingExtractor):
-            q_net.q_net = CellScores(extractor.cell_channels, extractor.grid, self.cell_hidden).to(self.device)
+            q_net.q_net = CellScores(extractor.cell_channels, extractor.grid, self.cell_hidden, self.has_stop_action).to(self.device)
         return q_net
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
