@@ -10,7 +10,9 @@ import pytest
 from policies.benchmarks.tables import render_results, update_tables
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst")), ROOT / "experiments" / "results" / "README.md"]
+RESULTS = ROOT / "experiments" / "results"
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst")), RESULTS / "README.md",
+             *sorted(RESULTS.glob("*/README.md"))]
 
 
 def test_every_results_table_in_the_readme_and_docs_matches_its_result_file():
