@@ -69,3 +69,31 @@ def test_record_refuses_an_existing_dataset_before_playing(datasets, capsys):
     assert sorted(p.name for p in (datasets / "alignsam" / "shapes" / "centre-v0").rglob("*")) == before
     assert main(["record", "--policy", "centre", *COMMON, "--dataset-id", "no version!"]) == 2
     assert "Malformed dataset ID" in capsys.readouterr().err
+
+
+def test_a_recorded_dataset_is_a_round_of_demonstrations(datasets, tmp_path):
+    """The rows BC reads from a Minari dataset: the paper's states before each step, the recorded actions as the
+    expert's, the cells prompted earlier in the episode masked; a run clones from it by id."""
+    from policies.imitation import Demonstrations
+    from policies.recording import dataset_states, record_dataset
+    from policies.runs import RunFolder, train
+
+    dataset_id = "alignsam/synthetic-shapes/clicker-v0"
+    record_dataset("clicker", dataset_id, {**KWARGS, "split": "train"}, episodes=2, seed=3)
+    dataset = minari.load_dataset(dataset_id)
+    rows = Demonstrations.from_minari(dataset, obs_size=10)
+    assert len(rows) == 10 and rows.observations.shape[1:] == (432, 10, 10)
+    for index, episode in enumerate(dataset.iterate_episodes()):
+        part = slice(5 * index, 5 * index + 5)
+        np.testing.assert_array_equal(rows.expert_actions[part], episode.actions)
+        np.testing.assert_allclose(rows.observations[part], dataset_states(dataset, index, 10)[:-1])
+        masks = rows.action_masks[part]
+        for step, action in enumerate(episode.actions):
+            assert not masks[step, episode.actions[:step]].any() and masks[step, action]
+        assert rows.dones[part].tolist() == [False] * 4 + [True]
+    config = {"algorithm": "maskable_ppo", "n_envs": 2, "total_timesteps": 0, "device": "cpu",
+              "checkpoint_every": None, "env": {**KWARGS, "obs_size": 10},
+              "hyperparameters": {"policy_kwargs": {"features_extractor_kwargs": {"channels": 8, "cell_channels": 4}}},
+              "init": {"imitation": {"dataset": dataset_id, "epochs": 2}}}
+    record = RunFolder(train(config, tmp_path / "run", verbose=False)).read_imitation()
+    assert record["rounds"][0]["states"] == 10 and record["expert"]["states"] == 0  # no live expert was asked
