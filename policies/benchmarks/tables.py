@@ -42,8 +42,8 @@ def _provenance(report: dict[str, Any]) -> str:
     commands = report.get("commands") or [report.get("command", "unrecorded")]
     rerendered = f" (statistics re-rendered by `{commands[-1]}`)" if len(commands) > 1 else ""
     return (f"`{commands[0]}`{rerendered}; report written at commit {commit}; backend "
-            f"`{report.get('backend_identity') or config['backend']}`; seeds {config['seeds']}; test images per "
-            f"record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
+            f"`{report.get('backend_identity') or config['backend']}`; seeds {config['seeds']}; "
+            f"{'validation' if config.get('split') == 'val' else 'test'} images per record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
 
 
 def render_results(path: str | Path) -> str:

@@ -76,11 +76,14 @@ class StateVisitor:
                                                              "values")}
         for _ in range(-(-states // n)):
             masks = action_masks_of(self.env)
+            values = np.full(masks.shape, np.nan, np.float32)
             if expert is None:
                 taken = learner(self.obs, masks)
                 expert_actions = taken.copy()
             else:
                 expert_actions = expert()
+                if getattr(expert, "values", None) is not None:  # an expert that values every cell (the oracle)
+                    values = expert.values
                 taken = expert_actions.copy()
                 if beta < 1.0:
                     learner_turn = rng.random(n) >= beta
@@ -89,9 +92,6 @@ class StateVisitor:
             obs, rewards, dones, _ = self.env.step(taken)
             if self.after_step is not None:
                 self.after_step()
-            values = getattr(expert, "values", None)  # an expert that scores every cell (the oracle) says so
-            if values is None or expert is None:
-                values = np.full(masks.shape, np.nan, np.float32)
             for key, value in (("obs", self.obs), ("masks", masks), ("expert", expert_actions), ("taken", taken),
                                ("rewards", rewards), ("dones", dones), ("values", values)):
                 rows[key].append(np.asarray(value))
