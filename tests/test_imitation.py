@@ -202,6 +202,8 @@ def test_demonstrations_round_trip_and_refuse_bad_rows(tmp_path):
     ({"imitation": {"rounds": 2}}, r"unknown init.imitation keys \['rounds'\]"),
     ({"imitation": {"dagger_rounds": -1}}, "dagger_rounds must be an integer >= 0"),
     ({"pretrained": "x"}, r"unknown init keys \['pretrained'\]"),
+    ({"imitation": {"expert": "clicker", "temperature": 0.1}}, "values no cells"),
+    ({"imitation": {"temperature": 0}}, "temperature must be a positive number"),
 ])
 def test_bad_imitation_settings_are_named(raw, message):
     with pytest.raises(ValueError, match=message):

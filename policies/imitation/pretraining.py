@@ -82,6 +82,9 @@ class ImitationSettings:
                 settings.temperature, (int, float)) or not settings.temperature > 0):
             raise ValueError(f"init.imitation.temperature must be a positive number or null, got "
                              f"{settings.temperature!r}")
+        if settings.temperature is not None and settings.expert != "oracle":
+            raise ValueError(f"init.imitation.temperature clones the oracle's IoU of every cell; the expert "
+                             f"{settings.expert!r} values no cells (set expert: oracle, or temperature: null)")
         if settings.dataset is not None and not isinstance(settings.dataset, str):
             raise ValueError(f"init.imitation.dataset must be a .npz path or a Minari dataset id, got "
                              f"{settings.dataset!r}")
