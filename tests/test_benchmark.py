@@ -123,8 +123,8 @@ def test_heuristics_choose_unprompted_cells(make_env):
     assert best != 44 and scores[best] == scores[inner.action_masks()].max()
     for _ in range(20):
         assert inner.action_masks()[choose("random", inner, rng)]
-    with pytest.raises(ValueError, match="unknown heuristic policy 'clicker'"):
-        choose("clicker", inner, rng)
+    with pytest.raises(ValueError, match="unknown heuristic policy 'teacher'"):
+        choose("teacher", inner, rng)
 
 
 def test_voc_tasks_get_a_class_mean_table():

@@ -111,7 +111,7 @@ def test_info_holds_small_values_only(make_env):
     _, info = env.reset(seed=0)
     assert set(info) == {"iou", "num_prompts", "image_index", "action_mask"}
     _, _, _, _, info = env.step(5)
-    assert set(info) == {"iou", "is_foreground", "label", "num_prompts", "action_mask"}
+    assert set(info) == {"iou", "is_foreground", "label", "num_prompts", "stopped", "action_mask"}
     assert all(isinstance(v, (bool, int, float)) for k, v in info.items() if k != "action_mask")
     assert info["action_mask"].shape == (100,) and info["action_mask"].dtype == bool
 

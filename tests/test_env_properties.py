@@ -63,7 +63,7 @@ def test_any_seed_and_actions_keep_the_invariants(task, label_source, obs_mode, 
     env = env_for(task, label_source, obs_mode)
     first = run_episode(env, seed, actions)
     assert len(first) == MAX_PROMPTS + 1  # exactly max_prompts steps, the last one terminal
-    with pytest.raises(RuntimeError, match="ended after max_prompts"):
+    with pytest.raises(RuntimeError, match=r"has ended \(max_prompts=\d+ prompts spent\)"):
         env.step(actions[0])
     again = run_episode(env, seed, actions)
     assert all(_same(x[0], y[0]) and x[1:] == y[1:] for x, y in zip(first, again))  # same seed, same episode

@@ -9,7 +9,6 @@ policy is not asked to push down cells it can never pick.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from stable_baselines3.dqn.policies import DQNPolicy
 
 from policies.imitation.demonstrations import Demonstrations
+from policies.imitation.settings import CloningSettings
 from policies.sb3.acting import action_scores
 
 
@@ -52,19 +52,6 @@ def imitation_loss(policy: Any, observations: torch.Tensor, expert_actions: torc
     log_p = torch.log_softmax(scores, dim=1)
     loss = -torch.where(target > 0, target * log_p, torch.zeros_like(log_p)).sum(dim=1).mean()
     return loss, matches
-
-
-@dataclass(frozen=True)
-class CloningSettings:
-    """How :func:`clone` trains: ``epochs`` passes over the rows in seeded random minibatches of ``batch_size``,
-    Adam at ``learning_rate`` on every parameter of the policy, ``mask_actions`` as in the module docstring,
-    ``temperature`` as in :func:`imitation_loss` (None: the expert's action only)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    mask_actions: bool = True
-    temperature: float | None = None
 
 
 def clone(policy: Any, demonstrations: Demonstrations, settings: CloningSettings = CloningSettings(),

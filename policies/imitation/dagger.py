@@ -16,8 +16,9 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
-from policies.imitation.cloning import CloningSettings, clone, policy_actions
+from policies.imitation.cloning import clone, policy_actions
 from policies.imitation.demonstrations import Demonstrations
+from policies.imitation.settings import CloningSettings, check_beta
 
 #: ``() -> (n_envs,) int64``: the expert's action in each env's current state (an expert with a ``values``
 #: attribute, ``(n_envs, n_actions)``, also gives its value of every cell: :class:`~policies.imitation.HeuristicExpert`)
@@ -31,8 +32,7 @@ def beta_schedule(round_index: int, beta: float, beta_decay: float) -> float:
     in round ``i >= 1``."""
     if round_index < 0:
         raise ValueError(f"round_index must be >= 0, got {round_index}")
-    if not 0.0 <= beta <= 1.0 or not 0.0 <= beta_decay <= 1.0:
-        raise ValueError(f"beta and beta_decay must lie in [0, 1], got {beta} and {beta_decay}")
+    check_beta(beta, beta_decay)
     return 1.0 if round_index == 0 else beta * beta_decay ** (round_index - 1)
 
 

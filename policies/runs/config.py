@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 
 import yaml
 
-from policies.imitation.pretraining import ImitationSettings
+from policies.imitation.settings import ImitationSettings
 from policies.sb3.presets import PRESETS
 
 VEC_ENVS = ("dummy", "subproc", "batched")
