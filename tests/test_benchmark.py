@@ -102,6 +102,27 @@ def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "tasks": ["coco-cat"]}))
     with pytest.raises(ValueError, match="unknown task 'coco-cat'"):
         load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({**TINY, "split": "train"}))
+    with pytest.raises(ValueError, match=r"bad\.yaml: split must be 'test' .* or 'val'"):
+        load_benchmark_config(path)
+
+
+def test_a_validation_benchmark_clones_an_agent_and_never_reads_the_test_split(tmp_path):
+    """split: val plays the validation images (the training images outside the few-shot subset); train.init
+    reaches the run, total_timesteps 0 is imitation alone, and the record carries the imitation phase."""
+    from policies.benchmarks.grid import run_benchmark
+
+    config = {"name": "val", "tasks": ["synthetic-shapes"], "seeds": [0], "policies": ["maskable_ppo", "srm_greedy"],
+              "split": "val", "images": 2, "max_prompts": [3], "frames_at": [],
+              "train": {"total_timesteps": 0, "num_images": 3, "n_envs": 2, "env": {"obs_size": 10, "max_prompts": 3},
+                        "init": {"imitation": {"expert": "clicker", "demonstration_states": 8, "epochs": 1}},
+                        "hyperparameters": {"policy_kwargs": {"features_extractor_kwargs": {"channels": 8}}}}}
+    report = run_benchmark(config, tmp_path, progress=False)
+    assert {r["split"] for r in report["results"]} == {"val"} and all(r["images"] == 2 for r in report["results"])
+    agent = next(r for r in report["results"] if r["policy"] == "maskable_ppo")
+    assert agent["imitation"]["expert"]["name"] == "clicker" and agent["imitation"]["states"] == 8
+    markdown = (tmp_path / "results.md").read_text()
+    assert "validation images, each once" in markdown and "## Imitation" in markdown
 
 
 def test_centre_order_starts_in_the_middle():
