@@ -65,10 +65,14 @@ class Demonstrations:
         return cls(np.zeros((0, *obs_shape), dtype), np.zeros((0, n_actions), bool), np.zeros(0, np.int64),
                    np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, bool), np.zeros(0, np.int64))
 
+    @classmethod
+    def concatenate(cls, parts: list[Demonstrations]) -> Demonstrations:
+        """The rows of every part, in order (each array copied once)."""
+        return cls(*(np.concatenate([getattr(part, f.name) for part in parts]) for f in fields(cls)))
+
     def __add__(self, other: Demonstrations) -> Demonstrations:
         """The rows of both (DAgger's aggregated dataset), ``self``'s first."""
-        return Demonstrations(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)])
-                                for f in fields(self)))
+        return Demonstrations.concatenate([self, other])
 
     @property
     def expert_agreement(self) -> float:
@@ -119,7 +123,4 @@ class Demonstrations:
                              np.asarray(episode.rewards, np.float32), dones, np.zeros(len(actions), np.int64)))
         if not parts:
             raise ValueError("the Minari dataset holds no episodes")
-        out = parts[0]
-        for part in parts[1:]:
-            out = out + part
-        return out
+        return cls.concatenate(parts)

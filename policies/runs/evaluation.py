@@ -136,8 +136,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
     trained_masked = None if actor.algorithm is None else TRAINS_WITH_ACTION_MASKS[actor.algorithm]
     curves = [row["iou"] for row in rows]
     efficiency = prompt_efficiency(curves)
-    hits = [h for row in rows for h in row["is_foreground"]]  # every prompt (none when every episode stopped at once)
-    result = {"foreground_rate": float(np.mean(hits)) if hits else float("nan"),
+    every_hit = [h for row in rows for h in row["is_foreground"]]  # none when every episode stopped at once
+    result = {"foreground_rate": float(np.mean(every_hit)) if every_hit else float("nan"),
               "miou": float(np.mean([row["final_iou"] for row in rows])),
               "iou_curve": [round(float(v), 4) for v in np.mean(curves, axis=0)],
               "auc": efficiency["auc"], "noc85": efficiency["noc85"], "noc90": efficiency["noc90"]}
