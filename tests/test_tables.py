@@ -59,3 +59,16 @@ def test_a_block_naming_a_file_that_is_not_a_report_says_which(tmp_path):
     (tmp_path / "bad.json").write_text("[]")
     with pytest.raises(ValueError, match=r"bad\.json: not a benchmark report"):
         render_results(tmp_path / "bad.json")
+
+
+def test_a_timing_file_renders_the_main_jobs_time_in_reference_units(tmp_path):
+    timing = {"command": "python experiments/time_main_job.py --json t.json", "commit": "abcdef0123456789", "dirty": False,
+              "reference": {"config": {"total_timesteps": 2048, "env": {"task": "synthetic-saliency"}}, "unit_s": 30.0},
+              "machine": {"cpu_count": 2, "processor": "AMD EPYC", "torch_capability": "AVX512"},
+              "quickstart": {"wall_s": 331.4, "peak_rss_gib": 2.5, "reference_units": 11.05}}
+    path = tmp_path / "time.json"
+    path.write_text(json.dumps(timing))
+    text = render_results(path)
+    assert text.startswith("The main job took 5 min 31 s with an empty embedding cache and 2.50 GiB at peak on a "
+                           "2-core AMD EPYC (AVX512): 11.1 reference units")
+    assert "30.0 s in the same run" in text and "commit abcdef0123." in text

@@ -46,6 +46,20 @@ def _provenance(report: dict[str, Any]) -> str:
             f"{'validation' if config.get('split') == 'val' else 'test'} images per record: {coverage}; wall time {'unrecorded' if wall is None else f'{wall / 60:.0f} min'}.")
 
 
+def render_timing(report: dict[str, Any], name: str) -> str:
+    """One paragraph from a main-job timing file (``experiments/time_main_job.py --json``): the quickstart's wall
+    time with a cold cache, its peak memory and its length in reference units, with the machine and the commit."""
+    quickstart, reference, machine = report["quickstart"], report["reference"], report["machine"]
+    minutes, seconds = divmod(round(quickstart["wall_s"]), 60)
+    commit = report.get("commit", "unrecorded")[:10] + (" (uncommitted changes)" if report.get("dirty") else "")
+    return (f"The main job took {minutes} min {seconds:02d} s with an empty embedding cache and "
+            f"{quickstart['peak_rss_gib']:.2f} GiB at peak on a {machine['cpu_count']}-core {machine['processor']} "
+            f"({machine['torch_capability']}): {quickstart['reference_units']:.1f} reference units, the unit in which "
+            f"its duration is stated since machines differ (one unit: PPO + SRM for "
+            f"{reference['config']['total_timesteps']:,} steps on {reference['config']['env']['task']}, "
+            f"{reference['unit_s']:.1f} s in the same run). Source: `{name}`, `{report['command']}`, commit {commit}.")
+
+
 def render_results(path: str | Path) -> str:
     """The Markdown tables of one benchmark result file (``results.json`` or the quickstart's ``report.json``):
     its provenance, the aggregate (normalised) scores when it has several seeds, each task's policies with mIoU,
@@ -59,6 +73,8 @@ def render_results(path: str | Path) -> str:
         raise ValueError(f"{path}: result file not found (run the benchmark that writes it, or fix the path)")
     try:
         report = json.loads(path.read_text())
+        if isinstance(report, dict) and {"quickstart", "reference", "machine"} <= set(report):
+            return render_timing(report, path.name)  # a main-job timing file
         config, records = report["config"], report["results"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: not a benchmark report ({type(err).__name__}: {err})") from err
