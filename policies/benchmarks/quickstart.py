@@ -6,9 +6,8 @@ paper's evaluation protocol (SRM initial prompts, SRM labels). Writes ``report.j
 one record per task, policy and seed; ``summary``: means per task and policy), ``report.md`` (with PPO's
 margins over random) and ``plots/``, like ``alignsam benchmark``.
 
-Sized for about 10 reference units with a cold embedding cache (9.6 on a 2-core Intel Xeon, 11.5 on a 2-core
-AMD EPYC under the protocol of every test image once; ``experiments/time_main_job.py``;
-the measured time and machine are in ``experiments/results/quickstart/README.md``): 2 seeds, and PPO with
+Sized for about 10 reference units with a cold embedding cache (measured by ``experiments/time_main_job.py``;
+the time, machine and commit are in ``experiments/results/quickstart/time.json``): 2 seeds, and PPO with
 8 envs of 64 steps per rollout (the same 512 steps per update), 4 epochs in minibatches of 128 and a
 32-channel extractor (``alignsam bench train``'s ``fast`` variant, 1.45x the preset's training speed);
 with 3 seeds and the preset it took about twice as long, most of it in env steps, SRM updates and PPO epochs
