@@ -225,13 +225,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from policies.runs import RunConfig, RunFolder, train
 
     if args.resume:
-        if args.config or args.out:
-            raise ValueError("--resume RUN continues RUN with its saved config.yaml; drop --config and --out")
+        if args.config or args.out or args.preset:
+            raise ValueError("--resume RUN continues RUN with its saved config.yaml; drop --config, --out and "
+                             "--preset")
         config, run = RunFolder(args.resume).read_config(), RunFolder(args.resume)
     else:
         if not (args.config and args.out):
             raise ValueError("a new run needs --config FILE and --out DIR (or --resume RUN to continue one)")
-        config, run = RunConfig.load(args.config), RunFolder(args.out)
+        config, run = RunConfig.load(args.config, preset=args.preset), RunFolder(args.out)
     if args.timesteps is not None:
         config = config.with_changes(total_timesteps=args.timesteps)
     if args.device is not None:
@@ -501,6 +502,9 @@ def _add_runs(sub: Subcommands) -> None:
                        help="continue the run folder RUN (after Ctrl-C, SIGTERM or a crash) up to its total_timesteps")
     train.add_argument("--timesteps", type=int, default=None, help="override total_timesteps (extends a resumed run)")
     train.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda, cuda:N)")
+    train.add_argument("--preset", default=None,
+                       help="paper: the paper's PPO schedule and env settings under the config's own keys "
+                            "(the config's preset key; docs: Differences from the paper)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
 

@@ -62,7 +62,8 @@ def test_a_block_naming_a_file_that_is_not_a_report_says_which(tmp_path):
 
 
 def test_a_timing_file_renders_the_main_jobs_time_in_reference_units(tmp_path):
-    timing = {"command": "python experiments/time_main_job.py --json t.json", "commit": "abcdef0123456789", "dirty": False,
+    timing = {"command": "python experiments/time_main_job.py --json t.json", "commit": "abcdef0123456789",
+              "dirty": False,
               "reference": {"config": {"total_timesteps": 2048, "env": {"task": "synthetic-saliency"}}, "unit_s": 30.0},
               "machine": {"cpu_count": 2, "processor": "AMD EPYC", "torch_capability": "AVX512"},
               "quickstart": {"wall_s": 331.4, "peak_rss_gib": 2.5, "reference_units": 11.05}}

@@ -244,3 +244,30 @@ def test_a_save_killed_between_its_files_is_recognised_as_torn(tmp_path, monkeyp
     assert [Path(p).name for p in moved] == ["rng.pt"]  # moved last-in first: rng.pt, then srm.pt, model.zip
     assert run.torn_checkpoint() == "rng.pt is not the one state.json names" and run.steps_done() == 0
     assert not [p.name for p in run.path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_the_paper_preset_trains_on_whole_episodes_with_the_papers_schedule(tmp_path):
+    """``preset: paper``: one update after each batch of whole episodes (n_steps = T), K = 20, plain returns, no
+    entropy bonus, the budget's end bootstrapped (truncated), the state unpooled; the config's own keys win."""
+    import yaml
+
+    from policies.runs import RunConfig, RunFolder, train
+
+    raw = {"algorithm": "ppo", "preset": "paper", "total_timesteps": 8, "n_envs": 2, "checkpoint_every": None,
+           "env": {"task": "synthetic-shapes", "num_images": 1, "max_prompts": 4},
+           "hyperparameters": {"policy_kwargs": {"features_extractor_kwargs": SMALL}}}
+    config = RunConfig.from_dict(raw)
+    assert config.env["budget_end"] == "truncated" and config.env["obs_size"] is None
+    assert config.env["num_images"] == 1 and config.env["max_prompts"] == 4  # the config's own env keys win
+    assert {k: config.hyperparameters[k] for k in ("n_steps", "batch_size", "n_epochs", "gae_lambda", "ent_coef")} \
+        == {"n_steps": 4, "batch_size": 8, "n_epochs": 20, "gae_lambda": 1.0, "ent_coef": 0.0}
+    assert RunConfig.from_dict(config.to_dict()) == config  # a saved config resolves to itself (resume)
+    run = RunFolder(tmp_path / "run")
+    train(config, run.path, verbose=False)
+    saved = yaml.safe_load(run.config_file.read_text())
+    assert saved["preset"] == "paper" and saved["hyperparameters"]["n_epochs"] == 20
+    assert run.steps_done() == 8  # one rollout: one 4-prompt episode in each of the 2 envs
+    with pytest.raises(ValueError, match="preset 'paper' is the paper's PPO schedule"):
+        RunConfig.from_dict({"algorithm": "dqn", "preset": "paper"})
+    with pytest.raises(ValueError, match=r"preset must be one of \['default', 'paper'\], got 'papers'"):
+        RunConfig.from_dict({"preset": "papers"})

@@ -122,3 +122,19 @@ def test_record_a_trained_run_as_a_minari_dataset(tmp_path, config_file):
     assert dataset.total_episodes == 2 and dataset.total_steps == 2 * 15
     episode = next(iter(dataset.iterate_episodes([0])))
     assert episode.observations.shape == (16, 432, 10, 10)
+
+
+def test_the_preset_flag_selects_the_papers_schedule(tmp_path, capsys):
+    """``--preset paper`` puts the paper's settings under the config's own keys (here TINY's n_steps and
+    batch_size), and a resumed run keeps the preset it was trained with."""
+    config = {**TINY, "total_timesteps": 16}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(run), "--no-progress",
+                 "--preset", "paper"]) == 0
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    assert resolved["preset"] == "paper" and resolved["env"]["budget_end"] == "truncated"
+    assert resolved["hyperparameters"]["n_steps"] == 16 and resolved["hyperparameters"]["n_epochs"] == 1
+    assert resolved["hyperparameters"]["gae_lambda"] == 1.0 and resolved["hyperparameters"]["ent_coef"] == 0.0
+    assert main(["train", "--resume", str(run), "--preset", "paper"]) == 2
+    assert "drop --config, --out and --preset" in capsys.readouterr().err

@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
 }
 BRANCHES = ("default", "implicit", "explicit")
 #: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
-TRAIN_PASSTHROUGH = ("eval_every", "eval_images", "vec_env", "srm", "init")
+TRAIN_PASSTHROUGH = ("eval_every", "eval_images", "vec_env", "srm", "init", "preset")
 #: a record's ``srm`` when no run of the grid trained one (heuristics only), and for a run folder's own
 UNTRAINED_SRM, OWN_SRM = "untrained", "own"
 

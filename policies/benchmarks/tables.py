@@ -57,7 +57,8 @@ def render_timing(report: dict[str, Any], name: str) -> str:
             f"({machine['torch_capability']}): {quickstart['reference_units']:.1f} reference units, the unit in which "
             f"its duration is stated since machines differ (one unit: PPO + SRM for "
             f"{reference['config']['total_timesteps']:,} steps on {reference['config']['env']['task']}, "
-            f"{reference['unit_s']:.1f} s in the same run). Source: `{name}`, `{report['command']}`, commit {commit}.\n")
+            f"{reference['unit_s']:.1f} s in the same run). Source: `{name}`, `{report['command']}`, "
+            f"commit {commit}.\n")
 
 
 def render_results(path: str | Path) -> str:

@@ -3,6 +3,8 @@
 A YAML run config holds some of these keys; the rest take the defaults below::
 
     algorithm: ppo              # a preset of policies.sb3.presets: ppo, a2c, dqn, maskable_ppo, recurrent_ppo
+    preset: default             # paper: the paper's PPO schedule and env settings (ppo, maskable_ppo), under
+                                # the config's own env and hyperparameters (policies.sb3.presets.paper_hyperparameters)
     seed: 0
     total_timesteps: 20000
     n_envs: 4
@@ -30,7 +32,8 @@ from typing import Any, Callable, TypeVar
 import yaml
 
 from policies.imitation.settings import ImitationSettings
-from policies.sb3.presets import PRESETS
+from policies.sb3.presets import (PAPER_ALGORITHMS, PAPER_ENV, PRESETS, RUN_PRESETS,
+                                  paper_hyperparameters)
 
 VEC_ENVS = ("dummy", "subproc", "batched")
 T = TypeVar("T")
@@ -72,6 +75,7 @@ class RunConfig:
     """One training run (see the module docstring for each field)."""
 
     algorithm: str = "ppo"
+    preset: str = "default"
     seed: int = 0
     total_timesteps: int = 20000
     n_envs: int = 4
@@ -107,13 +111,25 @@ class RunConfig:
             raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(names)}")
         raw = copy.deepcopy(raw)
         default = cls()
-        env = {**default.env, **raw.pop("env", {})}
+        raw_env = raw.pop("env", None) or {}
+        env = {**default.env, **raw_env}
         srm_raw = raw.pop("srm", {}) or {}
         unknown = set(srm_raw) - {f.name for f in fields(SRMSettings)}
         if unknown:
             raise ValueError(f"unknown srm keys {sorted(unknown)}; expected some of "
                              f"{sorted(f.name for f in fields(SRMSettings))}")
         init = InitSettings.from_dict(raw.pop("init", None))
+        preset = raw.get("preset", default.preset)
+        if preset not in RUN_PRESETS:
+            raise ValueError(f"preset must be one of {list(RUN_PRESETS)}, got {preset!r}")
+        if preset == "paper":  # the paper's settings first, the config's own on top of them
+            algorithm = raw.get("algorithm", default.algorithm)
+            if algorithm not in PAPER_ALGORITHMS:
+                raise ValueError(f"preset 'paper' is the paper's PPO schedule: algorithm must be one of "
+                                 f"{list(PAPER_ALGORITHMS)}, got {algorithm!r}")
+            env = {**default.env, **PAPER_ENV, **raw_env}
+            paper = paper_hyperparameters(raw.get("n_envs", default.n_envs), env["max_prompts"])
+            raw["hyperparameters"] = {**paper, **(raw.get("hyperparameters") or {})}
         config = cls(**raw, env=env, srm=SRMSettings(**srm_raw), init=init)
         if config.algorithm not in PRESETS:
             raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
@@ -139,9 +155,10 @@ class RunConfig:
         return config
 
     @classmethod
-    def load(cls, path: str | Path) -> RunConfig:
-        """Read a YAML run config; errors name the file."""
-        return load_yaml_config(path, "run config", cls.from_dict)
+    def load(cls, path: str | Path, preset: str | None = None) -> RunConfig:
+        """Read a YAML run config; errors name the file. ``preset`` replaces the file's ``preset`` key."""
+        return load_yaml_config(path, "run config",
+                                lambda raw: cls.from_dict(raw if preset is None else {**raw, "preset": preset}))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain mapping (the saved ``config.yaml``)."""

@@ -5,8 +5,11 @@ with shared weights (:class:`~policies.sb3.policy.AlignSAMPolicy`, :class:`~poli
 DQN takes each cell's Q-value the same way (:class:`~policies.sb3.policy.AlignSAMDQNPolicy`), all over
 :class:`~policies.sb3.features.SpatialEmbeddingExtractor`; RecurrentPPO keeps ``MlpLstmPolicy`` over
 :class:`~policies.sb3.features.MaskedEmbeddingExtractor` (its LSTM state is one vector for the whole grid).
-Only MaskablePPO applies the action mask in training (:data:`TRAINS_WITH_ACTION_MASKS`). Hyper-parameters follow the paper where
-it gives them (Adam 1e-4, gamma 0.99, PPO clip 0.2) and are otherwise small enough for a CPU.
+Only MaskablePPO applies the action mask in training (:data:`TRAINS_WITH_ACTION_MASKS`). The presets take the
+paper's Adam 1e-4, gamma 0.99 and PPO clip 0.2, but not its schedule (K = 10 epochs, not 20; an update every
+128 steps per env in minibatches of 64, not after each batch of episodes; GAE lambda 0.95, not plain returns;
+entropy 0.01): they are sized for a CPU. :func:`paper_hyperparameters` is the paper's schedule, which a run config
+selects with ``preset: paper`` (docs: "Differences from the paper").
 """
 
 from __future__ import annotations
@@ -42,6 +45,28 @@ PRESETS: dict[str, dict[str, Any]] = {
                       "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128, "batch_size": 64,
                       "n_epochs": 10, "ent_coef": 0.01},
 }
+
+
+#: run-config presets (``RunConfig.preset``): ``default`` (:data:`PRESETS` as they are) or ``paper``
+RUN_PRESETS = ("default", "paper")
+#: the algorithms the ``paper`` preset applies to (the paper trains PPO)
+PAPER_ALGORITHMS = ("ppo", "maskable_ppo")
+#: the env settings of the ``paper`` preset: T = 15 prompts, 50 training images, the state at the embedding's own
+#: resolution (no pooling), and the budget's end a time limit whose last step SB3 bootstraps with V(s_T), as the
+#: paper's Eq. 6 does
+PAPER_ENV = {"max_prompts": 15, "num_images": 50, "obs_size": None, "budget_end": "truncated"}
+
+
+def paper_hyperparameters(n_envs: int, max_prompts: int) -> dict[str, Any]:
+    """The paper's PPO schedule as SB3 keyword arguments: an update after every batch of whole episodes (one
+    episode per env: ``n_steps = max_prompts``, the batch in one minibatch), K = 20 epochs, plain discounted
+    returns (``gae_lambda`` 1), gamma 0.99, clip 0.2, Adam 1e-4, no entropy bonus (the paper names none).
+
+    :param n_envs: envs per rollout (episodes per update).
+    :param max_prompts: T, the steps of one episode.
+    """
+    return {"n_steps": int(max_prompts), "batch_size": int(max_prompts) * int(n_envs), "n_epochs": 20,
+            "gae_lambda": 1.0, "gamma": 0.99, "clip_range": 0.2, "learning_rate": 1e-4, "ent_coef": 0.0}
 
 
 def algorithm_class(name: str) -> type:
