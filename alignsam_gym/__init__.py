@@ -10,7 +10,6 @@ __version__ = "0.1.0"
 
 #: the env's id
 ENV_ID = "AlignSAM-v0"
-ENV_IDS = (ENV_ID,)
 
 if ENV_ID not in registry:
     register(id=ENV_ID, entry_point="alignsam_gym.envs.alignsam_env:AlignSAMEnv",

@@ -59,6 +59,7 @@ def test_every_preset_trains_on_the_batched_env_with_compact_observations(algori
     assert callback.srm_steps == 16
     shared = env.venv.envs[0].srm  # one SRM for the whole batch, holding the trained weights
     assert all(torch.equal(a, b) for a, b in zip(weights(callback.srm), weights(shared)))
+    assert shared.version == callback.srm_steps + 1  # one load per push (and one at the start), not one per env
     buffer = model.replay_buffer if algorithm == "dqn" else model.rollout_buffer
     assert buffer.observations["mask"].shape[-2:] == (20, 20)  # masks stored, not embeddings
     assert set(buffer.observations) == {"mask", "embedding_key"}

@@ -13,7 +13,7 @@ This is the ``vector_entry_point`` of ``AlignSAM-v0``::
 
     envs = gymnasium.make_vec("AlignSAM-v0", num_envs=8, vectorization_mode="vector_entry_point")
 
-The SB3 plugin wraps the same stepping as an SB3 ``VecEnv`` (``policies.vec_env.AlignSAMVecEnv``).
+The SB3 plugin wraps the same stepping as an SB3 ``VecEnv`` (``policies.sb3.vec_env.AlignSAMVecEnv``).
 """
 
 from __future__ import annotations

@@ -76,7 +76,6 @@ class RunCheckpoint(BaseCallback):
             raise ValueError(f"checkpoint_every must be at least 1 env step or None, got {every}")
         self.run, self.every, self.srm_callback = run, every, srm_callback
         self.stop_signal: int | None = None
-        self.saves = 0
         self._last_save = 0
         self._previous: dict[int, Any] = {}
 
@@ -108,7 +107,6 @@ class RunCheckpoint(BaseCallback):
     def save(self) -> None:
         self.run.save_checkpoint(self.model, self.srm_callback)
         self._last_save = self.num_timesteps
-        self.saves += 1
 
     def _on_training_end(self) -> None:
         for sig, previous in self._previous.items():

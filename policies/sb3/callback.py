@@ -5,7 +5,8 @@ dynamics; SB3 callbacks run after ``env.step``, so the callback cannot label any
 Instead, after every step it collects the current state and ground-truth target from each env
 (``env_method("srm_sample")``, which works across ``SubprocVecEnv`` processes), makes
 ``updates_per_step`` Adam updates (Q in the paper: 1 for the implicit branch, 5 for the explicit one)
-with Dice + BCE, and pushes the new weights to every env (``env_method("set_srm_weights")``) every
+with Dice + BCE, and pushes the new weights to every env (once per distinct SRM in this process;
+``env_method("set_srm_weights")`` across ``SubprocVecEnv`` processes) every
 ``push_every`` steps. It logs ``srm/loss`` and ``srm/iou`` once per rollout (mean loss and pooled IoU over
 its steps, kept on the device in between) and saves and restores its state
 (weights, optimiser, counters) so a resumed run continues where it stopped. With ``save_path`` it writes
@@ -113,12 +114,16 @@ class SRMCallback(BaseCallback):
         self._sums.zero_()
 
     def _push(self) -> None:
-        """New weights to every env: device tensors to envs in this process (no host copy), CPU copies
-        to envs in worker processes."""
-        in_process = not isinstance(_innermost(self.training_env), SubprocVecEnv)
-        weights = {k: v.detach().clone() if in_process else v.detach().cpu().clone()
-                   for k, v in self.srm.state_dict().items()}
-        self.training_env.env_method("set_srm_weights", weights)
+        """New weights to every SRM the envs label with: CPU copies to envs in worker processes; in this process
+        each distinct labeler loads them once (envs built on one core, as ``AlignSAMVecEnv``'s, share one), from
+        the device tensors (``load_state_dict`` copies them, no host round trip)."""
+        if isinstance(_innermost(self.training_env), SubprocVecEnv):
+            self.training_env.env_method("set_srm_weights",
+                                         {k: v.detach().cpu().clone() for k, v in self.srm.state_dict().items()})
+            return
+        weights = {k: v.detach() for k, v in self.srm.state_dict().items()}
+        for labeler in {id(labeler): labeler for labeler in self.training_env.get_attr("srm")}.values():
+            labeler.set_weights(weights)
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:

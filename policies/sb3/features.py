@@ -7,7 +7,7 @@ module uses the same).
 
 Both also take the compact observation of ``obs_mode="compact"`` (a mask and an embedding key, see
 :mod:`alignsam_gym.observation`): given the envs' :class:`~alignsam_gym.observation.EmbeddingTable`
-(``embedding_table=``, which :func:`policies.presets.make_model` passes for you), they form the same
+(``embedding_table=``, which :func:`policies.sb3.presets.make_model` passes for you), they form the same
 ``s_t`` from it as the env's full observation, with the same function.
 """
 
@@ -72,7 +72,7 @@ class SpatialEmbeddingExtractor(BaseFeaturesExtractor):
     """The masked embedding as a ``(cell_channels + passthrough, grid, grid)`` map, flattened channel-major.
 
     Keeps one feature vector per action cell, so a policy can score every cell with the same
-    weights (:class:`~policies.policy.AlignSAMPolicy`). With ``passthrough=k`` the state's last ``k``
+    weights (:class:`~policies.sb3.policy.AlignSAMPolicy`). With ``passthrough=k`` the state's last ``k``
     channels, area-pooled to the grid, are appended to each cell's features as they are: with
     ``observation="channels"`` and ``observe_srm=True`` the last two are the mask ``M`` and the SRM's map,
     so the cell scores read both directly instead of through the convolutions (they are 2 of ``C + 2``
