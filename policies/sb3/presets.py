@@ -31,19 +31,20 @@ POLICIES = {"AlignSAMPolicy": AlignSAMPolicy, "MaskableAlignSAMPolicy": Maskable
 #: applies it to every policy (``evaluate(no_repeats=True)``), so for the others it is an evaluation-only rule
 TRAINS_WITH_ACTION_MASKS = {"ppo": False, "a2c": False, "dqn": False, "maskable_ppo": True, "recurrent_ppo": False}
 
+#: the paper's optimiser settings, shared by every preset (Adam 1e-4, gamma 0.99)
+OPTIMISER = {"learning_rate": 1e-4, "gamma": 0.99}
+#: the on-policy schedule of the PPO family (``ppo``, ``maskable_ppo``, ``recurrent_ppo``): the paper's clip 0.2,
+#: the rest sized for a CPU (:func:`paper_hyperparameters` is the paper's)
+PPO_SCHEDULE = {**OPTIMISER, "clip_range": 0.2, "n_steps": 128, "batch_size": 64, "n_epochs": 10, "ent_coef": 0.01}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "ppo": {"policy": AlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128,
-            "batch_size": 64, "n_epochs": 10, "ent_coef": 0.01},
-    "a2c": {"policy": AlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "n_steps": 16, "ent_coef": 0.01},
-    "dqn": {"policy": AlignSAMDQNPolicy, "learning_rate": 1e-4, "gamma": 0.99,
-            "buffer_size": 5000, "learning_starts": 200, "batch_size": 32, "train_freq": 4,
-            "target_update_interval": 500, "exploration_fraction": 0.3},
-    "maskable_ppo": {"policy": MaskableAlignSAMPolicy, "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128, "batch_size": 64,
-                     "n_epochs": 10, "ent_coef": 0.01},
+    "ppo": {"policy": AlignSAMPolicy, **PPO_SCHEDULE},
+    "a2c": {"policy": AlignSAMPolicy, **OPTIMISER, "n_steps": 16, "ent_coef": 0.01},
+    "dqn": {"policy": AlignSAMDQNPolicy, **OPTIMISER, "buffer_size": 5000, "learning_starts": 200, "batch_size": 32,
+            "train_freq": 4, "target_update_interval": 500, "exploration_fraction": 0.3},
+    "maskable_ppo": {"policy": MaskableAlignSAMPolicy, **PPO_SCHEDULE},
     "recurrent_ppo": {"policy": "MlpLstmPolicy", "policy_kwargs": {**EXTRACTOR, "ortho_init": False,
-                                                                  "lstm_hidden_size": 128},
-                      "learning_rate": 1e-4, "gamma": 0.99, "clip_range": 0.2, "n_steps": 128, "batch_size": 64,
-                      "n_epochs": 10, "ent_coef": 0.01},
+                                                                  "lstm_hidden_size": 128}, **PPO_SCHEDULE},
 }
 
 
@@ -65,8 +66,8 @@ def paper_hyperparameters(n_envs: int, max_prompts: int) -> dict[str, Any]:
     :param n_envs: envs per rollout (episodes per update).
     :param max_prompts: T, the steps of one episode.
     """
-    return {"n_steps": int(max_prompts), "batch_size": int(max_prompts) * int(n_envs), "n_epochs": 20,
-            "gae_lambda": 1.0, "gamma": 0.99, "clip_range": 0.2, "learning_rate": 1e-4, "ent_coef": 0.0}
+    return {**OPTIMISER, "clip_range": 0.2, "n_steps": int(max_prompts), "batch_size": int(max_prompts) * int(n_envs),
+            "n_epochs": 20, "gae_lambda": 1.0, "ent_coef": 0.0}
 
 
 def algorithm_class(name: str) -> type:

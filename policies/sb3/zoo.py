@@ -17,10 +17,13 @@ built, so evaluate with ``srm_checkpoint`` after training instead. ``alignsam tr
 """
 
 from policies.sb3.features import MaskedEmbeddingExtractor
+from policies.sb3.presets import PRESETS
 
 #: the Zoo's ``callback`` entry: the SRM callback with its paper defaults (lr 1e-4, Q per branch)
 SRM_CALLBACK = {"policies.sb3.callback.SRMCallback": {"learning_rate": 1e-4}}
 
+#: the ``ppo`` preset's hyper-parameters (one place states them), under SB3's ``MlpPolicy`` name, which the Zoo
+#: resolves, with the plugin's extractor for the embedding
 hyperparams = {
     "AlignSAM-v0": {
         "n_envs": 4,
@@ -28,13 +31,7 @@ hyperparams = {
         "policy": "MlpPolicy",
         "env_kwargs": {"obs_size": 10, "label_source": "srm"},
         "callback": [SRM_CALLBACK],
-        "learning_rate": 1e-4,
-        "gamma": 0.99,
-        "clip_range": 0.2,
-        "n_steps": 128,
-        "batch_size": 64,
-        "n_epochs": 10,
-        "ent_coef": 0.01,
+        **{key: value for key, value in PRESETS["ppo"].items() if key != "policy"},
         "policy_kwargs": {"features_extractor_class": MaskedEmbeddingExtractor, "ortho_init": False},
     }
 }
