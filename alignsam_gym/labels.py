@@ -22,7 +22,7 @@ import torch
 
 from alignsam_gym.devices import DeviceSpec
 from alignsam_gym.episode import Episode
-from alignsam_gym.lru import LRU
+from alignsam_gym.lru import IdentityLRU
 from alignsam_gym.observation import masked_state
 from alignsam_gym.srm import SRM, make_srm
 
@@ -121,9 +121,9 @@ class SRMLabeler:
         self.terms_cache_bytes = int(terms_cache_bytes)
         self._terms = self._new_terms_cache()
 
-    def _new_terms_cache(self) -> LRU[int, tuple[np.ndarray, int, dict[str, torch.Tensor]]]:
+    def _new_terms_cache(self) -> IdentityLRU[tuple[int, dict[str, torch.Tensor]]]:
         """Per image: the SRM's image-only work (``SRM.image_terms``), reused at every step of its episodes."""
-        return LRU(max_entries=TERMS_CACHE_IMAGES, max_bytes=self.terms_cache_bytes, size=_terms_bytes)
+        return IdentityLRU(max_entries=TERMS_CACHE_IMAGES, max_bytes=self.terms_cache_bytes, size=_terms_bytes)
 
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "_terms"}  # a copy elsewhere starts its own cache
@@ -179,19 +179,17 @@ class SRMLabeler:
 
     def _entry(self, episode: Episode) -> dict[str, torch.Tensor] | None:
         """The cached terms of the episode's image under the current weights ({} when only seen), or None."""
-        features = episode.embedding.features
-        entry = self._terms.get(id(features))
-        if entry is None or entry[0] is not features or entry[1] != self.version:
+        entry = self._terms.get((episode.embedding.features,))
+        if entry is None or entry[0] != self.version:
             return None
-        return entry[2]
+        return entry[1]
 
     def _seen(self, episode: Episode) -> bool:
         """Whether the current weights labelled this image before (so its image terms will be reused)."""
         return self._entry(episode) is not None
 
     def _mark_seen(self, episode: Episode) -> None:
-        features = episode.embedding.features
-        self._terms.put(id(features), (features, self.version, {}))  # holding the array keeps its id unique
+        self._terms.put((episode.embedding.features,), (self.version, {}))
 
     def _image_terms(self, episode: Episode) -> dict[str, torch.Tensor]:
         """The image's SRM terms under the current weights, computed the first time they are asked for."""
@@ -201,7 +199,7 @@ class SRMLabeler:
         features = episode.embedding.features  # the clip state is fixed by the image and the env's text prompt
         clip = _tensor([episode.clip_state], self.device) if self.branch == "explicit" else None
         terms = self.network.image_terms(_tensor([features], self.device), clip)
-        self._terms.put(id(features), (features, self.version, terms))
+        self._terms.put((features,), (self.version, terms))
         return terms
 
     def label(self, episodes: Sequence[Episode], points: Sequence[np.ndarray], image_size: int) -> list[int]:
@@ -246,8 +244,8 @@ def _tensor(arrays: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).to(device)
 
 
-def _terms_bytes(entry: tuple[np.ndarray, int, dict[str, torch.Tensor]]) -> int:
-    return sum(t.numel() * t.element_size() for t in entry[2].values())
+def _terms_bytes(entry: tuple[int, dict[str, torch.Tensor]]) -> int:
+    return sum(t.numel() * t.element_size() for t in entry[1].values())
 
 
 def make_labeler(source: str) -> Labeler:

@@ -86,3 +86,37 @@ class LRU(Generic[K, V]):
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+
+
+class IdentityLRU(Generic[V]):
+    """An :class:`LRU` keyed by the identity of objects that are not hashable by value (arrays, datasets), plus
+    an optional hashable part: each entry holds its key objects, so their ids cannot be reused by new objects
+    while it lives, and a lookup matches only those very objects.
+
+    :param max_entries: bound on the number of entries (None: no bound).
+    :param max_bytes: bound on the summed ``size(value)`` (None: no bound).
+    :param size: bytes of a value, for ``max_bytes``.
+    """
+
+    def __init__(self, max_entries: int | None = None, max_bytes: int | None = None,
+                 size: Callable[[V], int] | None = None) -> None:
+        entry_size = None if size is None else (lambda entry: size(entry[1]))
+        self._lru: LRU[tuple[tuple[int, ...], Hashable], tuple[tuple[object, ...], V]] = LRU(
+            max_entries, max_bytes, entry_size)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def get(self, objects: tuple[object, ...], extra: Hashable = ()) -> V | None:
+        """The value stored for these very ``objects`` (and ``extra``), or None."""
+        entry = self._lru.get((tuple(map(id, objects)), extra))
+        if entry is None or any(held is not given for held, given in zip(entry[0], objects)):
+            return None
+        return entry[1]
+
+    def put(self, objects: tuple[object, ...], value: V, extra: Hashable = ()) -> None:
+        """Store ``value`` for ``objects`` (and ``extra``), holding the objects."""
+        self._lru.put((tuple(map(id, objects)), extra), (tuple(objects), value))
+
+    def clear(self) -> None:
+        self._lru.clear()

@@ -43,3 +43,29 @@ def test_bad_bounds_are_refused():
         LRU(max_entries=0)
     with pytest.raises(ValueError, match="size function"):
         LRU(max_bytes=10)
+
+
+def test_identity_lru_matches_only_the_very_objects_and_holds_them():
+    """An entry is found only for the objects it was stored with, never for a new object that reuses an id; the
+    entry keeps its objects alive, so their ids cannot be reused while it lives."""
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from alignsam_gym.lru import IdentityLRU
+
+    cache: IdentityLRU[str] = IdentityLRU(max_entries=2)
+    a, b = np.zeros(3), np.zeros(3)
+    cache.put((a,), "a")
+    cache.put((a, b), "ab", extra=7)
+    assert cache.get((a,)) == "a" and cache.get((a, b), 7) == "ab"
+    assert cache.get((b,)) is None and cache.get((a, b)) is None and cache.get((b, a), 7) is None
+    first = weakref.ref(a)
+    del a
+    gc.collect()
+    assert first() is not None  # the entries hold their key objects
+    cache.put((np.ones(1),), "c")
+    cache.put((np.ones(1),), "d")  # both entries holding the first array are evicted
+    gc.collect()
+    assert len(cache) == 2 and first() is None

@@ -35,7 +35,7 @@ from alignsam_gym.backends.base import (ImageEmbedding, PromptableSegmenter, che
                                         checkpoint_file)
 from alignsam_gym.backends.sam_decoder import ImageTokens, decode_masks, precompute_image, stack_images
 from alignsam_gym.digests import sha256_of
-from alignsam_gym.lru import LRU
+from alignsam_gym.lru import IdentityLRU
 from alignsam_gym.shared import SharedInstances
 from alignsam_gym.devices import DeviceSpec, device_tag
 
@@ -227,8 +227,8 @@ class SamBackend(PromptableSegmenter):
         self._digest: str | None = None
         self._batch_decode = batch_decode
         self.decoder_cache_size = max(1, int(decoder_cache_size))
-        self._tokens: LRU[int, tuple[np.ndarray, ImageTokens]] = LRU(max_entries=self.decoder_cache_size)
-        self._batches: LRU[tuple[int, ...], tuple[list[np.ndarray], ImageTokens]] = LRU(max_entries=2)
+        self._tokens: IdentityLRU[ImageTokens] = IdentityLRU(max_entries=self.decoder_cache_size)
+        self._batches: IdentityLRU[ImageTokens] = IdentityLRU(max_entries=2)
 
     @property
     def device(self) -> torch.device:
@@ -368,23 +368,20 @@ class SamBackend(PromptableSegmenter):
     def _stacked_tokens(self, embeddings: list[ImageEmbedding]) -> ImageTokens:
         """The batch of image tokens for ``embeddings``; the last few batches are kept, since a vector
         env's envs keep their images for a whole episode (stacking costs 16 MiB of copies per image)."""
-        key = tuple(id(e.features) for e in embeddings)
-        entry = self._batches.get(key)
-        if entry is not None and all(a is e.features for a, e in zip(entry[0], embeddings)):
-            return entry[1]
-        tokens = stack_images([self._image_tokens(e) for e in embeddings])
-        self._batches.put(key, ([e.features for e in embeddings], tokens))  # holding the arrays keeps the ids unique
+        arrays = tuple(e.features for e in embeddings)
+        tokens = self._batches.get(arrays)
+        if tokens is None:
+            tokens = stack_images([self._image_tokens(e) for e in embeddings])
+            self._batches.put(arrays, tokens)
         return tokens
 
     def _image_tokens(self, embedding: ImageEmbedding) -> ImageTokens:
         """The decoder's per-image precomputation, from a small LRU keyed on the embedding's array."""
-        key = id(embedding.features)
-        entry = self._tokens.get(key)
-        if entry is not None and entry[0] is embedding.features:
-            return entry[1]
-        features = torch.tensor(embedding.features, device=self.device)[None]  # cached arrays are read-only
-        tokens = precompute_image(self.model(), features)
-        self._tokens.put(key, (embedding.features, tokens))  # holding the array keeps its id unique
+        tokens = self._tokens.get((embedding.features,))
+        if tokens is None:
+            features = torch.tensor(embedding.features, device=self.device)[None]  # cached arrays are read-only
+            tokens = precompute_image(self.model(), features)
+            self._tokens.put((embedding.features,), tokens)
         return tokens
 
 

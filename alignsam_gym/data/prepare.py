@@ -9,7 +9,7 @@ import numpy as np
 
 from alignsam_gym.data.base import SegmentationDataset
 from alignsam_gym.digests import image_digest
-from alignsam_gym.lru import LRU
+from alignsam_gym.lru import IdentityLRU
 
 
 
@@ -24,7 +24,7 @@ class PreparedSample(NamedTuple):
 
 
 #: the last 128 prepared samples of the process (about 250 MB at 800 px), shared by every env
-_prepared: LRU[tuple[int, int, int], tuple[SegmentationDataset, PreparedSample]] = LRU(max_entries=128)
+_prepared: IdentityLRU[PreparedSample] = IdentityLRU(max_entries=128)
 
 
 def prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -> PreparedSample:
@@ -34,10 +34,10 @@ def prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -
     every array is read-only. The digest keys the embedding cache.
     Empty and all-foreground masks are valid (the env starts such episodes with one initial point).
     """
-    key = (id(dataset), int(index), int(image_size))
-    entry = _prepared.get(key)
-    if entry is not None and entry[0] is dataset:
-        return entry[1]
+    key = (int(index), int(image_size))
+    cached = _prepared.get((dataset,), key)
+    if cached is not None:
+        return cached
     sample = dataset[index]
     image = cv2.resize(sample.image, (image_size, image_size), interpolation=cv2.INTER_AREA)
     mask, ignore = (None if m is None else
@@ -47,5 +47,5 @@ def prepared_sample(dataset: SegmentationDataset, index: int, image_size: int) -
         if array is not None:
             array.flags.writeable = False
     prepared = PreparedSample(image, mask, image_digest(image), ignore)
-    _prepared.put(key, (dataset, prepared))  # holding the dataset keeps its id unique
+    _prepared.put((dataset,), prepared, key)
     return prepared
