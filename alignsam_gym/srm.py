@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alignsam_gym.atomic import replacing
+
 BRANCHES = ("implicit", "explicit")
 
 
@@ -141,10 +143,21 @@ def make_srm(in_channels: int, branch: str = "implicit", seed: int = 0, **kwargs
 
 
 class SRMFile(NamedTuple):
-    """What an SRM file holds: the weights and, when recorded, the branch they belong to."""
+    """What an SRM file holds: the weights and, when recorded, the branch they belong to, the training optimiser's
+    state and the SRM steps trained (None and 0 for a bare state dict)."""
 
     weights: dict[str, torch.Tensor]
     branch: str | None
+    optimizer: dict | None = None
+    steps: int = 0
+
+
+def save_srm_file(path: str | Path, srm_file: SRMFile) -> None:
+    """Write an SRM file atomically (the one writer of the format :func:`load_srm_file` reads): a torch file of
+    tensors and numbers, the weights under ``"srm"``, loadable with ``weights_only=True``."""
+    with replacing(path) as tmp:
+        torch.save({"srm": srm_file.weights, "optimizer": srm_file.optimizer, "srm_steps": int(srm_file.steps),
+                    "branch": srm_file.branch}, tmp)
 
 
 def load_srm_file(path: str | Path) -> SRMFile:
@@ -159,7 +172,7 @@ def load_srm_file(path: str | Path) -> SRMFile:
     except Exception as err:  # torch raises several types for damaged or code-carrying files
         raise ValueError(f"{path}: not a readable SRM file ({type(err).__name__}: {err})") from err
     if isinstance(state, dict) and isinstance(state.get("srm"), dict):
-        return SRMFile(state["srm"], state.get("branch"))
+        return SRMFile(state["srm"], state.get("branch"), state.get("optimizer"), int(state.get("srm_steps") or 0))
     if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
         return SRMFile(state, None)
     raise ValueError(f"{path}: expected a dict with the SRM weights under 'srm' (a run's srm.pt) or a state dict "

@@ -24,9 +24,8 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import SubprocVecEnv, VecEnv, VecEnvWrapper
 
-from alignsam_gym.atomic import replacing
 from alignsam_gym.devices import resolve_device
-from alignsam_gym.srm import srm_loss
+from alignsam_gym.srm import SRMFile, load_srm_file, save_srm_file, srm_loss
 
 
 class SRMCallback(BaseCallback):
@@ -53,7 +52,7 @@ class SRMCallback(BaseCallback):
         self.srm: torch.nn.Module | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.srm_steps = 0
-        self._pending_state: dict | None = None
+        self._pending_state: SRMFile | None = None
 
     @property
     def updates_per_step(self) -> int:
@@ -130,25 +129,25 @@ class SRMCallback(BaseCallback):
         """Write the SRM weights, optimiser state and step counter (a torch file of tensors and numbers)."""
         if self.srm is None:
             raise RuntimeError("SRMCallback.save() before training started: there is no SRM yet")
-        with replacing(path) as tmp:
-            torch.save({"srm": self.srm.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "srm_steps": self.srm_steps, "branch": self.srm.branch}, tmp)
+        save_srm_file(path, SRMFile(self.srm.state_dict(), self.srm.branch, self.optimizer.state_dict(),
+                                    self.srm_steps))
 
     def load(self, path: str | Path) -> None:
         """Restore a saved state; applied at the start of the next ``learn`` (or now, if training started)."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_srm_file(path)
         if self.srm is None:
             self._pending_state = state
         else:
             self._restore(state)
             self._push()
 
-    def _restore(self, state: dict) -> None:
-        if state.get("branch") != self.srm.branch:
-            raise ValueError(f"saved SRM is the {state.get('branch')!r} branch, the env runs {self.srm.branch!r}")
-        self.srm.load_state_dict(state["srm"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.srm_steps = int(state["srm_steps"])
+    def _restore(self, state: SRMFile) -> None:
+        if state.branch != self.srm.branch:
+            raise ValueError(f"saved SRM is the {state.branch!r} branch, the env runs {self.srm.branch!r}")
+        self.srm.load_state_dict(state.weights)
+        if state.optimizer is not None:  # a bare state dict restores the weights only
+            self.optimizer.load_state_dict(state.optimizer)
+        self.srm_steps = state.steps
         self._pending_state = None
 
 
