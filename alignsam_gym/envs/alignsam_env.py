@@ -242,6 +242,8 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     task = property(lambda self: self.core.task, doc="the task's name")
     text_prompt = property(lambda self: self.core.text_prompt, doc="the text of the CLIP maps")
     dataset = property(lambda self: self.core.dataset, doc="the split's dataset")
+    image_names = property(lambda self: tuple(self.core.dataset.names),
+                           doc="the names of the split's images, in index order (``options={'image_index': i}``)")
     backend = property(lambda self: self.core.backend, doc="the shared promptable segmenter")
     backend_identity = property(lambda self: self.core.backend.identity,
                                 doc="the segmenter's identity string (readable across vector-env processes)")

@@ -97,7 +97,7 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
         srm_weights = actor.srm_weights
     if srm_weights is not None:
         inner.set_srm_weights(srm_weights)
-    names = inner.dataset.names
+    names = inner.image_names
     played = evaluation_images(len(names), images, sample_seed)
     rows, finals, frames = [], [], {}
     for image_index in played:

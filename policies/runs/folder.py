@@ -28,7 +28,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -94,7 +94,7 @@ class RunFolder:
         """The saved config (the defaults when the folder has none, e.g. a bare ``model.zip``)."""
         return RunConfig.load(self.config_file) if self.config_file.is_file() else RunConfig()
 
-    def write_train_images(self, names: list[str]) -> None:
+    def write_train_images(self, names: Sequence[str]) -> None:
         write_text(self.train_images_file, "\n".join(names) + "\n")
 
     def write_backend_identity(self, identity: str) -> None:

@@ -112,7 +112,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
               f"with {identity}", flush=True)
     run.write_config(saved)
     run.write_backend_identity(identity)
-    run.write_train_images(env.get_attr("dataset", indices=[0])[0].names)  # the few-shot training subset
+    run.write_train_images(env.get_attr("image_names", indices=[0])[0])  # the few-shot training subset
 
     callback = None
     if config.srm.enabled:
