@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -49,3 +51,24 @@ def render_frame(image: np.ndarray, pred_mask: np.ndarray, true_mask: np.ndarray
             cv2.putText(img, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
             cv2.putText(img, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
     return np.concatenate([left, right], axis=1)
+
+
+def save_episode_animation(frames: list[np.ndarray], gif_path: str | Path, strip_path: str | Path,
+                           per_row: int = 8, frame_ms: int = 500) -> None:
+    """Write an episode's rendered frames as a looping GIF and as a strip of half-size thumbnails.
+
+    :param frames: ``(H, W, 3) uint8`` frames of one episode (``env.render()`` after the reset and every step).
+    :param per_row: thumbnails per row of the strip.
+    :param frame_ms: how long the GIF shows each frame, in milliseconds.
+    """
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(gif_path, save_all=True, append_images=images[1:], duration=frame_ms, loop=0)
+    panel = frames[0].shape[0]
+    thumbs = [image.resize((panel, panel // 2)) for image in images]
+    rows = (len(thumbs) + per_row - 1) // per_row
+    strip = Image.new("RGB", (panel * min(per_row, len(thumbs)), (panel // 2) * rows))
+    for k, thumb in enumerate(thumbs):
+        strip.paste(thumb, ((k % per_row) * panel, (k // per_row) * (panel // 2)))
+    strip.save(strip_path)

@@ -43,9 +43,9 @@ def _write_result(args: argparse.Namespace, result: dict) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import gymnasium as gym
-    from PIL import Image
 
     import alignsam_gym  # noqa: F401  (registers the ids)
+    from alignsam_gym.rendering import save_episode_animation
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -71,14 +71,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"label {info['label']} IoU {info['iou']:.3f}")
     env.close()
 
-    images = [Image.fromarray(f) for f in frames]
-    images[0].save(out / "episode.gif", save_all=True, append_images=images[1:], duration=500, loop=0)
-    panel = frames[0].shape[0]
-    thumbs = [Image.fromarray(f).resize((panel, panel // 2)) for f in frames]
-    strip = Image.new("RGB", (panel * len(thumbs[:8]), (panel // 2) * ((len(thumbs) + 7) // 8)))
-    for k, thumb in enumerate(thumbs):
-        strip.paste(thumb, ((k % 8) * panel, (k // 8) * (panel // 2)))
-    strip.save(out / "episode_strip.png")
+    save_episode_animation(frames, out / "episode.gif", out / "episode_strip.png")
     rewards = [s["reward"] for s in steps]
     summary = {"task": env.unwrapped.task, "seed": args.seed, "policy": "random", "image_index": image_index,
                "return": float(np.sum(rewards)),
@@ -365,8 +358,19 @@ def _add_demo(sub: Subcommands) -> None:
     demo.add_argument("--data-root", default=None, help="dataset folder, for file-based tasks")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--max-prompts", type=int, default=15)
-    demo.add_argument("--device", default="auto")
+    _add_device(demo, "auto")
     demo.set_defaults(func=cmd_demo)
+
+
+def _add_json(parser: argparse.ArgumentParser, what: str = "the results") -> None:
+    """``--json FILE``: where a command writes what it measured (declared once for every command)."""
+    parser.add_argument("--json", default=None, metavar="FILE", help=f"write {what} to this JSON file")
+
+
+def _add_device(parser: argparse.ArgumentParser, default: str | None = "auto", what: str = "the models'") -> None:
+    """``--device``: where a command runs its models (declared once for every command)."""
+    parser.add_argument("--device", default=default, help=f"{what} device: auto (CUDA when present), cpu, cuda or "
+                                                          f"cuda:N (default: {default or 'as configured'})")
 
 
 def _add_lite_decoder(parser: argparse.ArgumentParser) -> None:
@@ -397,7 +401,7 @@ def _add_benches(sub: Subcommands) -> None:
     dec.add_argument("--limit", type=int, default=None, help="use only the first N images")
     dec.add_argument("--speed-images", type=int, default=20, help="images for the 800x800 decode timing")
     dec.add_argument("--no-baseline", action="store_true", help="skip the GrabCut baseline")
-    dec.add_argument("--json", default=None, help="write the results to this JSON file")
+    _add_json(dec)
     dec.set_defaults(func=cmd_bench_decoder)
     clk = bench_sub.add_parser("clicks", help="the standard click protocol (NoC@85/90, mIoU@k) on a standard set")
     clk.add_argument("--dataset", required=True, help="grabcut, berkeley, davis, coco-mval, sbd (or any file task)")
@@ -406,20 +410,20 @@ def _add_benches(sub: Subcommands) -> None:
     _add_lite_decoder(clk)
     clk.add_argument("--sam-checkpoint", default=None)
     clk.add_argument("--sam-model-type", default=None)
-    clk.add_argument("--device", default="cpu")
+    _add_device(clk, "cpu")
     clk.add_argument("--max-clicks", type=int, default=20)
     clk.add_argument("--limit", type=int, default=None, help="only the first N items")
     clk.add_argument("--no-baseline", action="store_true", help="skip OpenCV GrabCut")
     clk.add_argument("--quiet", action="store_true")
     clk.add_argument("--plot", default=None, help="write the mIoU-against-clicks curve to this PNG")
-    clk.add_argument("--json", default=None)
+    _add_json(clk)
     clk.set_defaults(func=cmd_bench_clicks)
     epi = bench_sub.add_parser("episode", help="SAM episode time: cached env vs SamPredictor.set_image per reset")
     epi.add_argument("--model-type", default="vit_b", choices=["vit_b", "vit_l", "vit_h"])
     epi.add_argument("--sam-checkpoint", default=None, help="real weights (default: random weights, same time)")
     epi.add_argument("--episodes", type=int, default=3)
-    epi.add_argument("--device", default="auto")
-    epi.add_argument("--json", default=None)
+    _add_device(epi, "auto")
+    _add_json(epi)
     epi.set_defaults(func=cmd_bench_episode)
     soak = bench_sub.add_parser("soak", help="many episodes on every embedded task: memory and file handles")
     soak.add_argument("--rounds", type=int, default=12)
@@ -427,7 +431,7 @@ def _add_benches(sub: Subcommands) -> None:
     soak.add_argument("--episodes", type=int, default=4, help="episodes per env per task per round")
     soak.add_argument("--num-envs", type=int, default=4)
     soak.add_argument("--num-images", type=int, default=8, help="images per task")
-    soak.add_argument("--json", default=None)
+    _add_json(soak)
     soak.set_defaults(func=cmd_bench_soak)
 
     trn = bench_sub.add_parser("train", help="PPO + SRM training steps/s: variants against the baseline, one run")
@@ -439,7 +443,7 @@ def _add_benches(sub: Subcommands) -> None:
     trn.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved")
     trn.add_argument("--task", default="synthetic-saliency")
     trn.add_argument("--no-profile", action="store_true", help="skip the profile of one baseline run")
-    trn.add_argument("--json", default=None)
+    _add_json(trn)
     trn.set_defaults(func=cmd_bench_train)
 
     env = bench_sub.add_parser("env", help="env steps/s: common approach, cached env, DummyVecEnv, batched env; "
@@ -453,7 +457,7 @@ def _add_benches(sub: Subcommands) -> None:
     env.add_argument("--episodes", type=int, default=2, help="timed episodes per configuration (SAM)")
     env.add_argument("--lite-episodes", type=int, default=10, help="timed episodes per configuration (lite)")
     env.add_argument("--num-images", type=int, default=4)
-    env.add_argument("--json", default=None)
+    _add_json(env)
     env.set_defaults(func=cmd_bench_env)
 
 
@@ -474,7 +478,7 @@ def _add_cache(sub: Subcommands) -> None:
     build.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="features on disk")
     build.add_argument("--batch-size", type=int, default=None,
                        help="images per encoder forward (GPU default 8, halved on out-of-memory; CPU 1)")
-    build.add_argument("--device", default="auto")
+    _add_device(build, "auto")
     build.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="encode with Ray Data actors (GPU actors when the cluster has GPUs): alone, a local "
                             "instance; 'auto' or ray://host:10001 joins a cluster (the cache must be shared)")
@@ -488,7 +492,7 @@ def _add_weights(sub: Subcommands) -> None:
     wts.add_argument("action", choices=["list", "download", "verify"])
     wts.add_argument("target", nargs="?", help="download: a registry name; verify: a file path")
     wts.add_argument("--dir", default=None, help="download folder (default: $ALIGNSAM_WEIGHTS or ~/.cache/...)")
-    wts.add_argument("--json", default=None, help="verify: write the report as JSON")
+    _add_json(wts, "the verify report")
     wts.set_defaults(func=cmd_weights)
 
 
@@ -501,7 +505,7 @@ def _add_runs(sub: Subcommands) -> None:
     train.add_argument("--resume", default=None, metavar="RUN",
                        help="continue the run folder RUN (after Ctrl-C, SIGTERM or a crash) up to its total_timesteps")
     train.add_argument("--timesteps", type=int, default=None, help="override total_timesteps (extends a resumed run)")
-    train.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda, cuda:N)")
+    _add_device(train, None, "override the config's")
     train.add_argument("--preset", default=None,
                        help="paper: the paper's PPO schedule and env settings under the config's own keys "
                             "(the config's preset key; docs: Differences from the paper)")
@@ -513,7 +517,7 @@ def _add_runs(sub: Subcommands) -> None:
     _add_env_options(ev)
     ev.add_argument("--images", type=int, default=None,
                     help="images of the split to play, each once (default: every one; fewer: a fixed seeded sample)")
-    ev.add_argument("--json", default=None, help="write the metrics and one row per episode to this JSON file")
+    _add_json(ev, "the metrics and one row per episode")
     ev.set_defaults(func=cmd_evaluate)
 
     rl = sub.add_parser("rllib", help="train RLlib's PPO (new API stack) on AlignSAM-v0 (the [ray] extra)")
@@ -552,7 +556,7 @@ def _add_env_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-prompts", default="srm", choices=["srm", "random_gt"])
     parser.add_argument("--label-source", default="srm")
     parser.add_argument("--srm", default=None, help="SRM weights (srm.pt) for the env; a run's own by default")
-    parser.add_argument("--device", default="auto", help="the policy's and the env's device (auto, cpu, cuda, cuda:N)")
+    _add_device(parser, "auto", "the policy's and the env's")
 
 
 def _add_grids(sub: Subcommands) -> None:
