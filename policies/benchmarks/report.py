@@ -223,12 +223,23 @@ def _imitation_section(groups: dict[tuple, list[dict[str, Any]]], tasks: list[st
                             "wall s"], rows), ""]
 
 
-def markdown(report: dict[str, Any]) -> str:
-    config, records = report["config"], report["results"]
-    tasks = list(dict.fromkeys(r["task"] for r in records))
-    policies = list(dict.fromkeys(r["policy"] for r in records))
-    main_source = config["label_sources"][0]
-    main_branch, main_t = config["branches"][0], max(config["max_prompts"])
+#: the paper's ablation tables (Tables 3-5): per record key, the config key of its values, the table's title, and
+#: how a value heads its column
+SETTING_TABLES = {
+    "label_source": ("label_sources", "mIoU by label source (paper Table 3).", str),
+    "branch": ("branches", "mIoU by SRM branch (paper Table 4).", str),
+    "max_prompts": ("max_prompts", "mIoU by prompt budget T (paper Table 5).", lambda n: f"T={n}"),
+}
+
+
+def _main_setting(config: dict[str, Any]) -> dict[str, Any]:
+    """The setting every other table reports: the first label source and branch, the largest prompt budget."""
+    return {"label_source": config["label_sources"][0], "branch": config["branches"][0],
+            "max_prompts": max(config["max_prompts"])}
+
+
+def _header(config: dict[str, Any], records: list[dict[str, Any]], policies: list[str]) -> list[str]:
+    """The title, and what a reader must know before any number: untrained SRMs, upper bounds."""
     parts = [f"# Benchmark `{config['name']}`", ""]
     untrained = sorted({r["policy"] for r in records if not r.get("srm_trained", True)})
     if untrained:
@@ -238,71 +249,98 @@ def markdown(report: dict[str, Any]) -> str:
         parts += [f"{', '.join(f'`{p}`' for p in bounds)}: **an upper bound, not a policy**: it reads the ground "
                   "truth (the one-step lookahead that keeps the prompt with the best true IoU); no learned policy "
                   "is compared with it as a baseline.", ""]
+    return parts
 
-    main = main_records(config, records)
-    groups = _group(main, "task", "policy")
-    findings = _findings((report.get("statistics") or {}).get("paired") or [])
-    if findings:
-        parts += ["## Findings", "", *findings, ""]
-    parts += _statistics_section(config, report.get("statistics") or {})
-    parts += _paired_section(config, (report.get("statistics") or {}).get("paired") or [])
-    parts += _versus_random(config, groups, tasks, policies, main_source, main_t)
-    for metric, title in (("miou", "mIoU (paper Table 2)"), ("foreground_rate", "Foreground rate of the chosen points (Eq. 14)")):
-        rows = [[p] + [_mean_sd([r[metric] for r in groups.get((t, p), [])]) if groups.get((t, p)) else "–"
-                       for t in tasks] for p in policies]
-        parts += [_caption(config, title + ".", main_source, f", T = {main_t}"), "",
-                  markdown_table(["policy"] + tasks, rows), ""]
 
-    parts += _prompt_efficiency(config, groups, tasks, policies, main_source, main_t)
-    parts += _imitation_section(groups, tasks, policies)
+def _per_task(config: dict[str, Any], groups: dict[tuple, list[dict[str, Any]]], tasks: list[str],
+              policies: list[str], metric: str, title: str) -> list[str]:
+    """One metric per policy and task (mean ± sd over seeds) in the main setting."""
+    main = _main_setting(config)
+    rows = [[p] + [_mean_sd([r[metric] for r in groups[(t, p)]]) if groups.get((t, p)) else "–" for t in tasks]
+            for p in policies]
+    return [_caption(config, title, main["label_source"], f", T = {main['max_prompts']}"), "",
+            markdown_table(["policy"] + tasks, rows), ""]
+
+
+def _voc_class_mean(config: dict[str, Any], groups: dict[tuple, list[dict[str, Any]]], tasks: list[str],
+                    policies: list[str]) -> list[str]:
+    """Pascal VOC's convention over several ``voc-<class>`` tasks: the mean over classes of each class's mIoU."""
     voc = [t for t in tasks if t.startswith("voc-")]
-    if len(voc) > 1:  # Pascal VOC's convention: the mean over classes of each class's mIoU
-        rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",
-                 str(sum(1 for t in voc if groups.get((t, p))))] for p in policies]
-        parts += [_caption(config, "Pascal VOC class-mean mIoU over the voc-<class> tasks.", main_source,
-                           f", T = {main_t}"), "", markdown_table(["policy", "class-mean mIoU", "classes"], rows), ""]
-    rows = []
-    for t in tasks:
-        for p in policies:
-            rs = groups.get((t, p))
-            if rs:
-                rows.append([t, p, _mean_sd([r["f_beta"] for r in rs]), _mean_sd([r["f_adaptive"] for r in rs]),
-                             _mean_sd([r["e_measure"] for r in rs]), _mean_sd([r["mae"] for r in rs]),
-                             _mean_sd([r["ber_dataset"] for r in rs], digits=2)])
-    parts += [_caption(config, "Task metrics (paper Tables 8 and 9): F-beta (beta² = 0.3) of the mask at 0.5, "
-                               "adaptive F (threshold 2 x mean), E-measure, MAE, BER (%, counts summed over the "
-                               "test episodes).", main_source, f", T = {main_t}"), "",
-              markdown_table(["task", "policy", "F-beta", "F-adaptive", "E-measure", "MAE", "BER"], rows), ""]
+    if len(voc) < 2:
+        return []
+    main = _main_setting(config)
+    rows = [[p, f"{class_mean_iou({t: [r['miou'] for r in groups[(t, p)]] for t in voc if groups.get((t, p))}):.3f}",
+             str(sum(1 for t in voc if groups.get((t, p))))] for p in policies]
+    return [_caption(config, "Pascal VOC class-mean mIoU over the voc-<class> tasks.", main["label_source"],
+                     f", T = {main['max_prompts']}"), "",
+            markdown_table(["policy", "class-mean mIoU", "classes"], rows), ""]
 
-    if len(config["label_sources"]) > 1:
-        by_source = _group([r for r in records if r["branch"] == main_branch and r["max_prompts"] == main_t],
-                           "task", "policy", "label_source")
-        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_source.get((t, p, s), [])]) if by_source.get((t, p, s))
-                          else "–" for s in config["label_sources"]] for t in tasks for p in policies]
-        parts += [_caption(config, "mIoU by label source (paper Table 3).", "per column", f", T = {main_t}"), "",
-                  markdown_table(["task", "policy"] + config["label_sources"], rows), ""]
-    if len(config["branches"]) > 1:
-        by_branch = _group([r for r in records if r["label_source"] == main_source and r["max_prompts"] == main_t],
-                           "task", "policy", "branch")
-        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_branch.get((t, p, b), [])]) if by_branch.get((t, p, b))
-                          else "–" for b in config["branches"]] for t in tasks for p in policies]
-        parts += [_caption(config, "mIoU by SRM branch (paper Table 4).", main_source), "",
-                  markdown_table(["task", "policy"] + config["branches"], rows), ""]
-    if len(config["max_prompts"]) > 1:
-        by_t = _group([r for r in records if r["label_source"] == main_source and r["branch"] == main_branch],
-                      "task", "policy", "max_prompts")
-        ts = sorted(config["max_prompts"])
-        rows = [[t, p] + [_mean_sd([r["miou"] for r in by_t.get((t, p, n), [])]) if by_t.get((t, p, n)) else "–"
-                          for n in ts] for t in tasks for p in policies]
-        parts += [_caption(config, "mIoU by prompt budget T (paper Table 5).", main_source), "",
-                  markdown_table(["task", "policy"] + [f"T={n}" for n in ts], rows), ""]
-    parts += ["Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
+
+def _task_metrics(config: dict[str, Any], groups: dict[tuple, list[dict[str, Any]]], tasks: list[str],
+                  policies: list[str]) -> list[str]:
+    """The paper's Tables 8 and 9: F-beta, adaptive F, E-measure, MAE and BER per task and policy."""
+    main = _main_setting(config)
+    rows = [[t, p, _mean_sd([r["f_beta"] for r in rs]), _mean_sd([r["f_adaptive"] for r in rs]),
+             _mean_sd([r["e_measure"] for r in rs]), _mean_sd([r["mae"] for r in rs]),
+             _mean_sd([r["ber_dataset"] for r in rs], digits=2)]
+            for t in tasks for p in policies for rs in [groups.get((t, p))] if rs]
+    return [_caption(config, "Task metrics (paper Tables 8 and 9): F-beta (beta² = 0.3) of the mask at 0.5, "
+                             "adaptive F (threshold 2 x mean), E-measure, MAE, BER (%, counts summed over the "
+                             "test episodes).", main["label_source"], f", T = {main['max_prompts']}"), "",
+            markdown_table(["task", "policy", "F-beta", "F-adaptive", "E-measure", "MAE", "BER"], rows), ""]
+
+
+def _by_setting(config: dict[str, Any], records: list[dict[str, Any]], tasks: list[str], policies: list[str],
+                key: str) -> list[str]:
+    """One ablation table (:data:`SETTING_TABLES`): mIoU per task and policy for each value of ``key`` the grid
+    varies, the other settings at their main values; nothing when the grid has one value of ``key``."""
+    main = _main_setting(config)
+    config_key, title, column = SETTING_TABLES[key]
+    values = sorted(config[config_key]) if key == "max_prompts" else config[config_key]
+    if len(values) < 2:
+        return []
+    chosen = [r for r in records if all(r[k] == v for k, v in main.items() if k != key)]
+    groups = _group(chosen, "task", "policy", key)
+    rows = [[t, p] + [_mean_sd([r["miou"] for r in groups[(t, p, v)]]) if groups.get((t, p, v)) else "–"
+                      for v in values] for t in tasks for p in policies]
+    source, extra = ("per column", f", T = {main['max_prompts']}") if key == "label_source" \
+        else (main["label_source"], "")
+    return [_caption(config, title, source, extra), "",
+            markdown_table(["task", "policy"] + [column(v) for v in values], rows), ""]
+
+
+PLOTS_NOTE = ("Plots: `plots/iou_vs_prompts_<task>.png`, `plots/foreground_rate.png`, `plots/frames_<task>.jpg` "
               "(the first episode of each policy, first seed, after 0, 1, 3, 7 and 15 prompts); with several seeds "
               "`plots/performance_profile.png` (the fraction of runs above each normalised mIoU), "
               "`plots/prompt_efficiency.png` (AUC, NoC@85, NoC@90) and, for runs trained with "
-              "`eval_every`, `plots/learning_curves_<task>.png` (validation mIoU and foreground rate against env steps, "
-              "mean over seeds with a 95% bootstrap band).", ""]
-    return "\n".join(parts)
+              "`eval_every`, `plots/learning_curves_<task>.png` (validation mIoU and foreground rate against env "
+              "steps, mean over seeds with a 95% bootstrap band).")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``results.md``: every table of a benchmark report, each from its own builder, in reading order."""
+    config, records = report["config"], report["results"]
+    statistics = report.get("statistics") or {}
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    policies = list(dict.fromkeys(r["policy"] for r in records))
+    main = _main_setting(config)
+    groups = _group(main_records(config, records), "task", "policy")
+    findings = _findings(statistics.get("paired") or [])
+    parts = _header(config, records, policies)
+    parts += ["## Findings", "", *findings, ""] if findings else []
+    parts += _statistics_section(config, statistics)
+    parts += _paired_section(config, statistics.get("paired") or [])
+    parts += _versus_random(config, groups, tasks, policies, main["label_source"], main["max_prompts"])
+    parts += _per_task(config, groups, tasks, policies, "miou", "mIoU (paper Table 2).")
+    parts += _per_task(config, groups, tasks, policies, "foreground_rate",
+                       "Foreground rate of the chosen points (Eq. 14).")
+    parts += _prompt_efficiency(config, groups, tasks, policies, main["label_source"], main["max_prompts"])
+    parts += _imitation_section(groups, tasks, policies)
+    parts += _voc_class_mean(config, groups, tasks, policies)
+    parts += _task_metrics(config, groups, tasks, policies)
+    for key in SETTING_TABLES:
+        parts += _by_setting(config, records, tasks, policies, key)
+    return "\n".join([*parts, PLOTS_NOTE, ""])
 
 
 def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, dict[int, np.ndarray]]]) -> list[Path]:
