@@ -46,14 +46,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import alignsam_gym  # noqa: F401  (registers the ids)
     from alignsam_gym.rendering import save_episode_animation
+    from policies.configs import make_env_kwargs
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kwargs = {"render_mode": "rgb_array", "max_prompts": args.max_prompts, "device": args.device}
-    if args.task:
-        kwargs["task"] = args.task
-    if args.data_root:
-        kwargs["data_root"] = args.data_root
+    kwargs = make_env_kwargs(render_mode="rgb_array", max_prompts=args.max_prompts, device=args.device, task=args.task,
+                             data_root=args.data_root)
     start = time.perf_counter()
     env = gym.make("AlignSAM-v0", **kwargs)
     env.action_space.seed(args.seed)
@@ -253,17 +251,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The env keyword arguments of ``evaluate`` and ``record`` (see :func:`_add_env_options`)."""
-    env_kwargs = {"task": args.task, "split": args.split, "num_images": args.num_images,
-                  "init_prompts": args.init_prompts, "label_source": args.label_source}
-    for name in ("data_root", "obs_mode", "obs_size"):
-        if getattr(args, name):
-            env_kwargs[name] = getattr(args, name)
-    return env_kwargs
+    from policies.configs import make_env_kwargs
+
+    return make_env_kwargs(task=args.task, split=args.split, num_images=args.num_images,
+                           init_prompts=args.init_prompts, label_source=args.label_source, data_root=args.data_root,
+                           obs_mode=args.obs_mode, obs_size=args.obs_size)
 
 
 def cmd_rllib(args: argparse.Namespace) -> int:
     from policies.rllib.training import RLlibConfig, train_rllib
-    from policies.runs.config import load_yaml_config
+    from policies.configs import load_yaml_config
 
     config = load_yaml_config(args.config, "RLlib config", RLlibConfig.from_dict)
     records = train_rllib(config, args.out, iterations=args.iterations, address=args.ray)

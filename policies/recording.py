@@ -25,6 +25,7 @@ from alignsam_gym import ENV_ID
 from alignsam_gym.atomic import replacing
 from alignsam_gym.heuristics import HEURISTICS
 from alignsam_gym.observation import full_observation, masked_state
+from policies.configs import make_env_kwargs
 from policies.runs.actor import Actor
 
 EMBEDDINGS_FILE = "embeddings.npz"
@@ -88,7 +89,8 @@ def record_dataset(policy: str, dataset_id: str, env_kwargs: dict[str, Any], epi
     if target.exists():
         raise FileExistsError(f"Minari dataset {dataset_id} already exists at {target}; choose another id or version")
 
-    env_kwargs = {"obs_mode": "compact", "device": device, **Actor.observation_kwargs(policy), **env_kwargs}
+    env_kwargs = make_env_kwargs({"obs_mode": "compact", "device": device}, Actor.observation_kwargs(policy),
+                                 env_kwargs)
     env = gym.make(ENV_ID, **env_kwargs)
     actor = Actor(policy, env, seed=seed, device=device)
     if actor.srm_weights is not None and "srm_checkpoint" not in env_kwargs:  # an explicit SRM file wins

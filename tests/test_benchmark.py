@@ -97,7 +97,13 @@ def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.yaml: policy 'telepathy' is neither"):
         load_benchmark_config(path)
     path.write_text(yaml.safe_dump({**TINY, "seed": 3}))
-    with pytest.raises(ValueError, match=r"bad\.yaml: unknown keys \['seed'\]"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown config keys \['seed'\]"):
+        load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({**TINY, "env": {"max_prompt": 3}}))  # a misspelt env argument, caught on load
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown env keys \['max_prompt'\]"):
+        load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({**TINY, "train": {**TINY.get("train", {}), "env": {"obs_size": 0}}}))
+    with pytest.raises(ValueError, match=r"bad\.yaml: train\.env: obs_size must be an integer >= 1, got 0"):
         load_benchmark_config(path)
     path.write_text(yaml.safe_dump({**TINY, "tasks": ["coco-cat"]}))
     with pytest.raises(ValueError, match="unknown task 'coco-cat'"):

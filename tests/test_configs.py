@@ -10,7 +10,7 @@ import yaml
 from policies.benchmarks.grid import load_benchmark_config
 from policies.rllib.training import RLlibConfig
 from policies.runs import RunConfig
-from policies.runs.config import load_yaml_config
+from policies.configs import load_yaml_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
 

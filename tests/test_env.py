@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -195,3 +196,44 @@ def test_render_rgb_array(make_env):
     # The right panel differs from the left (ground truth vs prediction and prompts).
     assert not np.array_equal(frame[:, :400], frame[:, 400:])
     assert make_env().unwrapped.render() is None  # no render_mode: a warning, no frame
+
+
+#: the keyword arguments of gym.make("AlignSAM-v0", ...): the public contract, so spelled out here
+PUBLIC_KEYWORDS = {
+    "task", "data_root", "split", "num_images", "subset_seed", "backend", "sam_checkpoint", "sam_model_type",
+    "backend_kwargs", "cache_dir", "clip_checkpoint", "clip_model", "text_prompt", "grid_size", "image_size",
+    "max_prompts", "label_source", "init_prompts", "srm_branch", "srm_checkpoint", "obs_size", "obs_dtype", "obs_mode",
+    "reward", "iou_reward_scale", "repeat_penalty", "observation", "observe_srm", "observe_time", "budget_end",
+    "stop_action", "device"}
+
+
+def test_env_config_holds_exactly_the_public_keywords_and_the_docstring_documents_each():
+    import re
+
+    from alignsam_gym.envs import AlignSAMEnv
+    from alignsam_gym.envs.config import EnvConfig
+
+    assert set(EnvConfig.KEYWORDS) == PUBLIC_KEYWORDS and len(EnvConfig.KEYWORDS) == len(PUBLIC_KEYWORDS)
+    arguments = AlignSAMEnv.__doc__.split("## Arguments", 1)[1].split("\n    ## ", 1)[0]
+    documented = set(re.findall(r"``(\w+)``", arguments))
+    assert PUBLIC_KEYWORDS | {"render_mode", "embedding_table"} <= documented
+
+
+def test_env_config_round_trips_and_names_what_is_wrong():
+    from alignsam_gym.envs.config import EnvConfig
+
+    config = EnvConfig.from_kwargs({"task": "synthetic-shapes", "max_prompts": 4, "reward": "iou_gain"})
+    assert config.episode.max_prompts == 4 and config.rewards.reward == "iou_gain"
+    assert config.data.num_images == 50 and config.obs.obs_size is None  # defaults, the env's
+    assert EnvConfig.from_kwargs(config.to_kwargs()) == config
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['max_prompt'\]"):
+        EnvConfig.from_kwargs({"max_prompt": 4})
+    for kwargs, message in [({"grid_size": 0}, "grid_size must be an integer >= 1"),
+                            ({"image_size": 5}, r"image_size \(5\) must be at least grid_size \(10\)"),
+                            ({"observe_time": True, "obs_mode": "compact"}, "observe_time=True needs obs_mode='full'"),
+                            ({"iou_reward_scale": 0}, "iou_reward_scale must be a finite number > 0.0"),
+                            ({"task": "no-such-task"}, "no-such-task")]:
+        with pytest.raises(ValueError, match=message):
+            EnvConfig.from_kwargs(kwargs)
+    env = gym.make("AlignSAM-v0", task="synthetic-shapes", num_images=1, obs_size=10)
+    assert env.unwrapped.config.obs.obs_size == 10 and env.unwrapped.config.data.task == "synthetic-shapes"

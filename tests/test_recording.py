@@ -28,7 +28,7 @@ def test_recorded_episodes_replay_in_the_recovered_env(datasets, policy):
     dataset = minari.load_dataset(dataset_id)
     assert dataset.total_episodes == 3 and dataset.total_steps == 3 * 5
     env = dataset.recover_environment()
-    assert env.unwrapped.core.settings.obs_mode == "compact"
+    assert env.unwrapped.config.obs.obs_mode == "compact"
     for index, episode in enumerate(dataset.iterate_episodes()):
         infos = episode.infos
         assert set(infos) == {"iou", "is_foreground", "label", "num_prompts", "image_index"}

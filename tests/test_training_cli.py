@@ -71,6 +71,11 @@ def test_bad_config_names_the_file(tmp_path, capsys):
     bad.write_text("- a list")
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert "bad.yaml: a run config is a YAML mapping" in capsys.readouterr().err
+    bad.write_text(yaml.safe_dump({"env": {"task": "synthetic-shapes", "reward": "iou"}}))  # the env's check, on load
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.yaml: env: reward must be one of ['foreground', 'iou_gain', 'foreground+iou'], got 'iou'" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing was built
 
 
 def test_quickstart_writes_the_report(tmp_path):

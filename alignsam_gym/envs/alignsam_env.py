@@ -8,7 +8,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from alignsam_gym.envs.core import EnvCore, StepResult, check_choice
+from alignsam_gym.envs.config import EnvConfig, check_choice
+from alignsam_gym.envs.core import EnvCore, StepResult
 from alignsam_gym.episode import Episode
 from alignsam_gym.rendering import render_frame
 
@@ -159,7 +160,10 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             check_choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         if core is not None and (task is not None or kwargs):
             raise ValueError(f"pass either core= or the env arguments, not both (got {sorted(kwargs)})")
-        self.core = core if core is not None else EnvCore(task, **kwargs)
+        if core is None:
+            table = kwargs.pop("embedding_table", None)
+            core = EnvCore(EnvConfig.from_kwargs({"task": task, **kwargs}), embedding_table=table)
+        self.core = core
         self.render_mode = render_mode
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -185,7 +189,7 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
             gym.logger.warn("render() called without a render_mode; pass render_mode='rgb_array' to gym.make")
             return None
         episode = self._require_episode("render")
-        size = self.core.settings.image_size
+        size = self.core.config.episode.image_size
         caption = f"prompt {episode.num_prompts}/{episode.max_prompts}  IoU {episode.iou:.2f}"
         return render_frame(episode.image, episode.probability > 0.5, episode.mask, np.array(episode.points),
                             np.array(episode.labels), size // 2, caption)
@@ -253,10 +257,11 @@ class AlignSAMEnv(gym.Env[np.ndarray, np.int64]):
     srm_branch = property(lambda self: self.core.srm.branch, doc="the SRM branch that runs")
     embedding_table = property(lambda self: self.core.embedding_table, doc="compact observations' table, or None")
     action_points = property(lambda self: self.core.action_points, doc="``(grid_size**2, 2)`` prompt points")
-    grid_size = property(lambda self: self.core.settings.grid_size)
-    image_size = property(lambda self: self.core.settings.image_size)
-    max_prompts = property(lambda self: self.core.settings.max_prompts)
-    label_source = property(lambda self: self.core.settings.label_source)
-    init_prompts = property(lambda self: self.core.settings.init_prompts)
-    obs_size = property(lambda self: self.core.settings.obs_size)
-    obs_mode = property(lambda self: self.core.settings.obs_mode)
+    config = property(lambda self: self.core.config, doc="the env's validated arguments (an EnvConfig)")
+    grid_size = property(lambda self: self.core.config.episode.grid_size)
+    image_size = property(lambda self: self.core.config.episode.image_size)
+    max_prompts = property(lambda self: self.core.config.episode.max_prompts)
+    label_source = property(lambda self: self.core.config.labels.label_source)
+    init_prompts = property(lambda self: self.core.config.episode.init_prompts)
+    obs_size = property(lambda self: self.core.config.obs.obs_size)
+    obs_mode = property(lambda self: self.core.config.obs.obs_mode)

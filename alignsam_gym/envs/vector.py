@@ -26,7 +26,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from alignsam_gym.envs.alignsam_env import AlignSAMEnv
-from alignsam_gym.envs.core import EnvCore, StepResult, check_int
+from alignsam_gym.envs.config import check_int
+from alignsam_gym.envs.core import EnvCore, StepResult
 
 AUTORESET_MODES = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
 

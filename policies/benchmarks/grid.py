@@ -67,7 +67,7 @@ from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
 from policies.benchmarks.machine import command_line, machine, package_versions, source_revision
 from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
-from policies.runs.config import load_yaml_config
+from policies.configs import check_env_block, check_keys, load_yaml_config, make_env_kwargs
 from policies.sb3.presets import PRESETS
 
 DEFAULTS: dict[str, Any] = {
@@ -99,15 +99,15 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
                          "whole test split, N: a fixed sample of N images)")
     if "eval_episodes" in (raw.get("train") or {}):
         raise ValueError("train.eval_episodes is gone: learning curves play train.eval_images validation images")
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown keys {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    check_keys("config", raw, DEFAULTS)
     config = copy.deepcopy(DEFAULTS)
     for key, value in copy.deepcopy(raw).items():
         config[key] = {**config[key], **value} if isinstance(config[key], dict) and isinstance(value, dict) else value
     for key in ("tasks", "seeds", "policies", "label_sources", "branches", "max_prompts"):
         if not isinstance(config[key], list) or not config[key]:
             raise ValueError(f"{key} must be a non-empty list, got {config[key]!r}")
+    for section, env in (("env", config["env"]), ("train.env", config["train"].get("env") or {})):
+        check_env_block(section, env)
     for task in config["tasks"]:
         get_task(task)
     for policy in config["policies"]:
@@ -139,11 +139,9 @@ def _train_run(config: dict[str, Any], task: str, algorithm: str, seed: int, out
     """Train (or finish, or reuse) the run of ``algorithm`` on ``task`` with ``seed``."""
     run = RunFolder(out / "runs" / f"{task}-{algorithm}-seed{seed}")
     settings = config["train"]
-    env = {**config["env"], **settings.get("env", {}), "task": task, "num_images": settings["num_images"],
-           "backend": config["backend"], "backend_kwargs": config["backend_kwargs"]}
-    root = _data_root(config, task)
-    if root is not None:
-        env["data_root"] = root
+    env = make_env_kwargs(config["env"], settings.get("env"), task=task, num_images=settings["num_images"],
+                          backend=config["backend"], backend_kwargs=config["backend_kwargs"],
+                          data_root=_data_root(config, task))
     run_config = RunConfig.from_dict({
         "algorithm": algorithm, "seed": seed, "total_timesteps": settings["total_timesteps"],
         "n_envs": settings["n_envs"], "env": env, "hyperparameters": _hyperparameters(settings, algorithm),
@@ -235,15 +233,12 @@ def run_trial(config: dict[str, Any], trial: Trial, out: str | Path, done: froze
         run_dir = RunFolder(source) if policy not in HEURISTICS else run
         # val: the training images outside the run's few-shot subset (so the training subset's size)
         size = config["test_images"] if config["split"] == "test" else config["train"]["num_images"]
-        env = {"task": trial.task, "split": config["split"], "num_images": size,
-               "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
-               "label_source": label_source, "init_prompts": config["init_prompts"],
-               **config["env"], **config["train"].get("env", {}), "max_prompts": record["max_prompts"]}
-        if branch != "default":
-            env["srm_branch"] = branch
-        root = _data_root(config, trial.task)
-        if root is not None:
-            env["data_root"] = root
+        env = make_env_kwargs({"task": trial.task, "split": config["split"], "num_images": size,
+                               "backend": config["backend"], "backend_kwargs": config["backend_kwargs"],
+                               "label_source": label_source, "init_prompts": config["init_prompts"]},
+                              config["env"], config["train"].get("env"), max_prompts=record["max_prompts"],
+                              srm_branch=None if branch == "default" else branch,
+                              data_root=_data_root(config, trial.task))
         # frames of the first seed: each agent's, and the baselines' under the first trained SRM
         shown = policy == trial.algorithm or trial.algorithm in (None, *trained[:1])
         want_frames = tuple(config["frames_at"]) if trial.seed == config["seeds"][0] and shown else ()

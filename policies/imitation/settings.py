@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from alignsam_gym.envs.config import check_int
 from alignsam_gym.heuristics import HEURISTICS
+from policies.configs import check_keys
 
 
 def check_beta(beta: float, beta_decay: float) -> None:
@@ -68,19 +70,13 @@ class ImitationSettings:
         """Settings from a mapping; :raises ValueError: naming unknown keys and values out of range."""
         if isinstance(raw, ImitationSettings):
             return raw
-        if not isinstance(raw, dict):
-            raise ValueError(f"init.imitation is a mapping, got {type(raw).__name__}")
-        names = [f.name for f in fields(cls)]
-        unknown = set(raw) - set(names)
-        if unknown:
-            raise ValueError(f"unknown init.imitation keys {sorted(unknown)}; expected some of {sorted(names)}")
-        settings = cls(**raw)
+        settings = cls(**check_keys("init.imitation", raw, [f.name for f in fields(cls)]))
         if settings.expert not in HEURISTICS:
             raise ValueError(f"init.imitation.expert must be one of {list(HEURISTICS)}, got {settings.expert!r}")
         for name in ("demonstration_states", "dagger_states", "epochs", "batch_size", "critic_epochs"):
-            _check_int(name, getattr(settings, name), 1)
+            check_int(f"init.imitation.{name}", getattr(settings, name), 1)
         for name in ("dagger_rounds", "critic_warmup_states"):
-            _check_int(name, getattr(settings, name), 0)
+            check_int(f"init.imitation.{name}", getattr(settings, name), 0)
         check_beta(settings.beta, settings.beta_decay)
         if not isinstance(settings.learning_rate, (int, float)) or not settings.learning_rate > 0:
             raise ValueError(f"init.imitation.learning_rate must be a positive number, got {settings.learning_rate!r}")
@@ -103,8 +99,3 @@ class ImitationSettings:
     def cloning(self) -> CloningSettings:
         return CloningSettings(self.epochs, self.batch_size, float(self.learning_rate), self.mask_actions,
                                None if self.temperature is None else float(self.temperature))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"init.imitation.{name} must be an integer >= {minimum}, got {value!r}")

@@ -36,6 +36,7 @@ import gymnasium as gym
 
 from alignsam_gym import ENV_ID
 from alignsam_gym.atomic import append_line, replace_dir, write_yaml
+from policies.configs import check_env_block, check_keys
 
 RLLIB_ENV = "alignsam-rllib"
 
@@ -65,16 +66,11 @@ class RLlibConfig:
 
         :raises ValueError: for unknown keys or values out of range, naming them.
         """
-        if not isinstance(raw, dict):
-            raise ValueError(f"an RLlib config is a mapping, got {type(raw).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(raw) - names
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(names)}")
-        raw = copy.deepcopy(raw)
+        raw = copy.deepcopy(check_keys("config", raw, [f.name for f in fields(cls)]))
         default = cls()
         config = cls(**{**asdict(default), **raw, "env": {**default.env, **(raw.get("env") or {})},
                         "model": {**default.model, **(raw.get("model") or {})}})
+        check_env_block("env", config.env)
         for name in ("iterations", "train_batch_size", "minibatch_size", "num_epochs", "num_envs_per_env_runner"):
             if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
                 raise ValueError(f"{name} must be an integer of at least 1, got {getattr(config, name)!r}")

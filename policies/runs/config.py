@@ -27,16 +27,14 @@ import copy
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
-import yaml
-
+from policies.configs import check_env_block, check_keys, load_yaml_config
 from policies.imitation.settings import ImitationSettings
 from policies.sb3.presets import (PAPER_ALGORITHMS, PAPER_ENV, PRESETS, RUN_PRESETS,
                                   paper_hyperparameters)
 
 VEC_ENVS = ("dummy", "subproc", "batched")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -60,12 +58,7 @@ class InitSettings:
     def from_dict(cls, raw: dict[str, Any] | InitSettings | None) -> InitSettings:
         if isinstance(raw, InitSettings):
             return raw
-        raw = raw or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"init is a mapping, got {type(raw).__name__}")
-        unknown = set(raw) - {"imitation"}
-        if unknown:
-            raise ValueError(f"unknown init keys {sorted(unknown)}; expected some of ['imitation']")
+        raw = check_keys("init", raw or {}, ["imitation"])
         imitation = raw.get("imitation")
         return cls(None if imitation is None else ImitationSettings.from_dict(imitation))
 
@@ -101,23 +94,16 @@ class RunConfig:
             return raw
         if not isinstance(raw, dict):
             raise ValueError(f"a run config is a mapping, got {type(raw).__name__}")
-        names = [f.name for f in fields(cls)]
         if "eval_episodes" in raw:  # config.yaml of runs from before the split protocol: still readable
             warnings.warn("run config key eval_episodes is gone: learning curves play eval_images validation "
                           "images once each; ignoring it", FutureWarning, stacklevel=2)
             raw = {k: v for k, v in raw.items() if k != "eval_episodes"}
-        unknown = set(raw) - set(names)
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; expected some of {sorted(names)}")
+        check_keys("config", raw, [f.name for f in fields(cls)])
         raw = copy.deepcopy(raw)
         default = cls()
         raw_env = raw.pop("env", None) or {}
         env = {**default.env, **raw_env}
-        srm_raw = raw.pop("srm", {}) or {}
-        unknown = set(srm_raw) - {f.name for f in fields(SRMSettings)}
-        if unknown:
-            raise ValueError(f"unknown srm keys {sorted(unknown)}; expected some of "
-                             f"{sorted(f.name for f in fields(SRMSettings))}")
+        srm_raw = check_keys("srm", raw.pop("srm", {}) or {}, [f.name for f in fields(SRMSettings)])
         init = InitSettings.from_dict(raw.pop("init", None))
         preset = raw.get("preset", default.preset)
         if preset not in RUN_PRESETS:
@@ -131,6 +117,7 @@ class RunConfig:
             paper = paper_hyperparameters(raw.get("n_envs", default.n_envs), env["max_prompts"])
             raw["hyperparameters"] = {**paper, **(raw.get("hyperparameters") or {})}
         config = cls(**raw, env=env, srm=SRMSettings(**srm_raw), init=init)
+        check_env_block("env", config.env)
         if config.algorithm not in PRESETS:
             raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
         if config.vec_env not in VEC_ENVS:
@@ -167,22 +154,6 @@ class RunConfig:
     def with_changes(self, **changes: Any) -> RunConfig:
         """A copy with some fields replaced."""
         return replace(self, **changes)
-
-
-def load_yaml_config(path: str | Path, what: str, resolve: Callable[[dict[str, Any]], T]) -> T:
-    """Read the YAML mapping at ``path`` and ``resolve`` it (run and benchmark configs); every error,
-    unreadable file, not a mapping, or a bad key or value, names the file."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the {what} ({err})") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a {what} is a YAML mapping, got {type(raw).__name__}")
-    try:
-        return resolve(raw)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{path}: {err}") from err
 
 
 def resolve_config(config: dict[str, Any] | RunConfig) -> RunConfig:

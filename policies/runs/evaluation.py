@@ -19,6 +19,7 @@ import torch
 from alignsam_gym import ENV_ID  # importing the package registers the ids
 from alignsam_gym.data.paired import few_shot_indices
 from alignsam_gym.metrics import ber_counts, mask_metrics, prompt_efficiency, prompts_to_reach
+from policies.configs import make_env_kwargs
 from policies.runs.actor import Actor
 from policies.sb3.presets import TRAINS_WITH_ACTION_MASKS
 
@@ -87,9 +88,8 @@ def evaluate(policy: str, env_kwargs: dict[str, Any], images: int | None = None,
     """
     start = time.perf_counter()
     # one device for the policy and the env's models; observations as a trained run was trained unless given
-    env_kwargs = {"device": device, **(Actor.observation_kwargs(policy) if model is None else {}), **env_kwargs}
-    if frames_at:
-        env_kwargs = {**env_kwargs, "render_mode": "rgb_array"}
+    env_kwargs = make_env_kwargs({"device": device}, Actor.observation_kwargs(policy) if model is None else {},
+                                 env_kwargs, render_mode="rgb_array" if frames_at else None)
     env = gym.make(ENV_ID, **env_kwargs)
     inner = env.unwrapped
     actor = Actor(policy, env, seed=seed, device=device, no_repeats=no_repeats, model=model, algorithm=algorithm)

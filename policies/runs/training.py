@@ -14,6 +14,7 @@ from typing import Any
 from alignsam_gym import ENV_ID
 from alignsam_gym.devices import cuda_device_count, parse_device
 from alignsam_gym.observation import EmbeddingTable
+from policies.configs import make_env_kwargs
 from policies.imitation.pretraining import pretrain
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
@@ -33,7 +34,7 @@ def make_training_env(config: RunConfig) -> Any:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
     config = RunConfig.from_dict(config)
-    env_kwargs = {"device": config.device, **config.env}  # the run's device reaches the envs' models
+    env_kwargs = make_env_kwargs({"device": config.device}, config.env)  # the run's device reaches the envs' models
     if config.vec_env == "subproc" and _may_use_cuda(env_kwargs["device"]):
         warnings.warn(f"vec_env 'subproc' with device {env_kwargs['device']!r}: every worker process holds its own "
                       "CUDA context and model copy and decodes alone; vec_env 'batched' runs all envs on one model "
@@ -63,9 +64,7 @@ def evaluation_env(config: RunConfig) -> dict[str, Any]:
     """The env kwargs of a run's learning-curve evaluations: its env on the validation split (the training
     images outside its few-shot subset: same ``num_images`` and ``subset_seed``; the test split is left to the
     final benchmark), with the paper's evaluation protocol (SRM initial prompts)."""
-    env = {key: value for key, value in config.env.items() if key != "embedding_table"}
-    env.update({"split": "val", "init_prompts": "srm", "device": config.device})
-    return env
+    return make_env_kwargs(config.env, split="val", init_prompts="srm", device=config.device)
 
 
 def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: bool = False, resume: bool = False,
@@ -142,7 +141,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
     images = curve = None
     if config.log_frames_every:  # what the agent does, in TensorBoard
-        images = EpisodeImages({"device": config.device, **config.env}, config.log_frames_every)
+        images = EpisodeImages(make_env_kwargs({"device": config.device}, config.env), config.log_frames_every)
     if config.eval_every:  # learning curves: validation images every eval_every env steps
         curve = LearningCurve(run, config.algorithm, evaluation_env(config), config.eval_every,
                               config.eval_images, callback)
