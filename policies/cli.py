@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
-
-import numpy as np
 
 from alignsam_gym.atomic import write_json
 from alignsam_gym.data.tasks import SYNTHETIC_TASKS
@@ -42,40 +39,13 @@ def _write_result(args: argparse.Namespace, result: dict) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import gymnasium as gym
+    from policies.demo import play_demo
 
-    import alignsam_gym  # noqa: F401  (registers the ids)
-    from alignsam_gym.rendering import save_episode_animation
-    from policies.configs import make_env_kwargs
-
+    summary = play_demo(args.out, task=args.task, data_root=args.data_root, seed=args.seed,
+                        max_prompts=args.max_prompts, device=args.device,
+                        on_step=lambda s: print(f"step {s['num_prompts']:2d}: action {s['action']:3d} reward "
+                                                f"{s['reward']:+.0f} label {s['label']} IoU {s['iou']:.3f}"))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    kwargs = make_env_kwargs(render_mode="rgb_array", max_prompts=args.max_prompts, device=args.device, task=args.task,
-                             data_root=args.data_root)
-    start = time.perf_counter()
-    env = gym.make("AlignSAM-v0", **kwargs)
-    env.action_space.seed(args.seed)
-    obs, info = env.reset(seed=args.seed)
-    image_index = info["image_index"]
-    frames = [env.render()]
-    steps = []
-    terminated = truncated = False
-    while not (terminated or truncated):
-        action = int(env.action_space.sample())
-        obs, reward, terminated, truncated, info = env.step(action)
-        frames.append(env.render())
-        steps.append({"action": action, "reward": reward, **{k: v for k, v in info.items() if k != "action_mask"}})
-        print(f"step {info['num_prompts']:2d}: action {action:3d} reward {reward:+.0f} "
-              f"label {info['label']} IoU {info['iou']:.3f}")
-    env.close()
-
-    save_episode_animation(frames, out / "episode.gif", out / "episode_strip.png")
-    rewards = [s["reward"] for s in steps]
-    summary = {"task": env.unwrapped.task, "seed": args.seed, "policy": "random", "image_index": image_index,
-               "return": float(np.sum(rewards)),
-               "foreground_rate": float(np.mean([s["is_foreground"] for s in steps])),
-               "final_iou": steps[-1]["iou"], "steps": steps, "wall_s": round(time.perf_counter() - start, 2)}
-    write_json(out / "episode.json", summary)
     print(f"{summary['task']}: return {summary['return']:+.0f}, foreground rate {summary['foreground_rate']:.2f}, "
           f"final IoU {summary['final_iou']:.3f}; wrote {out / 'episode.gif'}, {out / 'episode_strip.png'}, "
           f"{out / 'episode.json'}")
