@@ -45,7 +45,7 @@ def markdown_to_rst(markdown: str) -> list[str]:
     for line in [*markdown.splitlines(), ""]:
         if line.startswith("|"):
             cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            if not all(set(cell) <= set("-: ") for cell in cells):  # the header's separator row
+            if not (len(rows) == 1 and all(re.fullmatch(r":?-+:?", cell) for cell in cells)):  # under the header
                 rows.append(cells)
             continue
         if rows:
@@ -69,7 +69,7 @@ class ResultsDirective(Directive):
         from policies.benchmarks.tables import render_results
 
         env = self.state.document.settings.env
-        relative, absolute = env.relfn2path(self.arguments[0])
+        _, absolute = env.relfn2path(self.arguments[0])
         env.note_dependency(absolute)
         lines = markdown_to_rst(render_results(absolute))
         folder = Path(self.arguments[0]).parent
@@ -82,12 +82,14 @@ class ResultsDirective(Directive):
 
 def _sections_as_rubrics(app, what, name, obj, options, lines: list[str]) -> None:
     """Gymnasium-style ``## Section`` lines of a docstring become headings (rubrics) instead of literal text."""
-    for i, line in enumerate(lines):
+    converted: list[str] = []
+    for line in lines:
         match = re.match(r"^#{1,6} (.+?)\s*$", line)  # at the margin: an indented "#" is a code comment
         if match:
-            lines[i] = f".. rubric:: {match.group(1)}"
-            if i + 1 < len(lines) and lines[i + 1].strip():
-                lines.insert(i + 1, "")
+            converted += ([""] if converted and converted[-1].strip() else []) + [f".. rubric:: {match.group(1)}", ""]
+        else:
+            converted.append(line)
+    lines[:] = converted
 
 
 def setup(app) -> dict[str, bool]:

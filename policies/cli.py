@@ -184,7 +184,10 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from policies.runs import RunConfig, RunFolder, train
+    from policies.sb3.presets import RUN_PRESETS
 
+    if args.preset is not None and args.preset not in RUN_PRESETS:
+        raise ValueError(f"--preset must be one of {list(RUN_PRESETS)}, got {args.preset!r}")
     if args.resume:
         if args.config or args.out or args.preset:
             raise ValueError("--resume RUN continues RUN with its saved config.yaml; drop --config, --out and "

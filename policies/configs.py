@@ -48,21 +48,24 @@ def check_keys(section: str, raw: Any, allowed: Iterable[str]) -> Mapping[str, A
     return raw
 
 
+#: ``gym.make`` keyword arguments that are not the env's settings (a rendering switch, an object, ``gym.make``'s own
+#: wrappers): passed through unchecked
+PASSED_THROUGH = ("render_mode", "embedding_table", "max_episode_steps", "disable_env_checker")
+
+
 def check_env_block(section: str, env: Mapping[str, Any]) -> EnvConfig:
     """The :class:`~alignsam_gym.envs.config.EnvConfig` of a config's ``env:`` block (keyword arguments of
-    ``AlignSAM-v0``), so a misspelt key or a bad value fails when the config is read, not after hours of work.
+    ``gym.make("AlignSAM-v0", ...)``; those in :data:`PASSED_THROUGH` are not checked), so a misspelt key or a bad
+    value fails when the config is read, not after hours of work.
 
     :raises ValueError: naming the section and the argument.
     """
-    check_keys(section, env, EnvConfig.KEYWORDS)
+    check_keys(section, env, (*EnvConfig.KEYWORDS, *PASSED_THROUGH))
     try:
-        return EnvConfig.from_kwargs(env)
+        return EnvConfig.from_kwargs({key: value for key, value in env.items() if key not in PASSED_THROUGH})
     except (TypeError, ValueError) as err:
         raise ValueError(f"{section}: {err}") from err
 
-
-#: env keyword arguments that are not settings (an object, a rendering switch): passed through unchecked
-PASSED_THROUGH = ("render_mode", "embedding_table")
 
 
 def make_env_kwargs(*layers: Mapping[str, Any] | None, **values: Any) -> dict[str, Any]:
@@ -77,5 +80,5 @@ def make_env_kwargs(*layers: Mapping[str, Any] | None, **values: Any) -> dict[st
     for layer in layers:
         kwargs.update(layer or {})
     kwargs.update({key: value for key, value in values.items() if value is not None})
-    check_env_block("env", {key: value for key, value in kwargs.items() if key not in PASSED_THROUGH})
+    check_env_block("env", kwargs)
     return kwargs

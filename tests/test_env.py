@@ -226,12 +226,17 @@ def test_env_config_round_trips_and_names_what_is_wrong():
     assert config.episode.max_prompts == 4 and config.rewards.reward == "iou_gain"
     assert config.data.num_images == 50 and config.obs.obs_size is None  # defaults, the env's
     assert EnvConfig.from_kwargs(config.to_kwargs()) == config
+    backend_kwargs = {"decoder": "v1"}
+    pinned = EnvConfig.from_kwargs({"backend_kwargs": backend_kwargs})
+    backend_kwargs["decoder"] = "v2"  # the config holds its own copy
+    assert pinned.segmenter.backend_kwargs == {"decoder": "v1"}
     with pytest.raises(TypeError, match=r"unexpected keyword arguments \['max_prompt'\]"):
         EnvConfig.from_kwargs({"max_prompt": 4})
     for kwargs, message in [({"grid_size": 0}, "grid_size must be an integer >= 1"),
                             ({"image_size": 5}, r"image_size \(5\) must be at least grid_size \(10\)"),
                             ({"observe_time": True, "obs_mode": "compact"}, "observe_time=True needs obs_mode='full'"),
                             ({"iou_reward_scale": 0}, "iou_reward_scale must be a finite number > 0.0"),
+                            ({"backend_kwargs": ["v1"]}, "backend_kwargs must be a mapping"),
                             ({"task": "no-such-task"}, "no-such-task")]:
         with pytest.raises(ValueError, match=message):
             EnvConfig.from_kwargs(kwargs)

@@ -101,6 +101,11 @@ class SegmenterConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.backend_kwargs is not None:
+            if not isinstance(self.backend_kwargs, Mapping):
+                raise ValueError(f"backend_kwargs must be a mapping of the backend's keyword arguments, got "
+                                 f"{type(self.backend_kwargs).__name__}")
+            _normalise(self, "backend_kwargs", dict(self.backend_kwargs))  # a copy: the caller's dict may change
         backend_arguments(self.backend, self.sam_checkpoint, self.sam_model_type, self.backend_kwargs)
 
     def backend_arguments(self) -> dict[str, Any]:
@@ -198,7 +203,8 @@ class RewardConfig:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Every keyword argument of ``AlignSAM-v0`` but ``render_mode``, in six validated parts."""
+    """Every keyword argument of ``AlignSAM-v0`` but ``render_mode`` and ``embedding_table``, in six validated
+    parts. Frozen (no field can be reassigned); ``backend_kwargs`` is a mapping, so a config is not hashable."""
 
     data: DataConfig = field(default_factory=DataConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

@@ -67,7 +67,7 @@ from policies.benchmarks.episode_table import RECORD_KEYS, EpisodeTable
 from policies.benchmarks.machine import command_line, machine, package_versions, source_revision
 from policies.benchmarks.report import write_report
 from policies.runs import RunConfig, RunFolder, evaluate, train
-from policies.configs import check_env_block, check_keys, load_yaml_config, make_env_kwargs
+from policies.configs import check_keys, load_yaml_config, make_env_kwargs
 from policies.sb3.presets import PRESETS
 
 DEFAULTS: dict[str, Any] = {
@@ -106,8 +106,11 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
     for key in ("tasks", "seeds", "policies", "label_sources", "branches", "max_prompts"):
         if not isinstance(config[key], list) or not config[key]:
             raise ValueError(f"{key} must be a non-empty list, got {config[key]!r}")
-    for section, env in (("env", config["env"]), ("train.env", config["train"].get("env") or {})):
-        check_env_block(section, env)
+    if config["train"].get("preset") == "paper" and "env" not in (raw.get("train") or {}):
+        config["train"]["env"] = {}  # the grid's default obs_size 10 would undo the preset's unpooled state
+    # the arguments every trained run and evaluation of the grid builds on: checked together, as the env sees them
+    make_env_kwargs({"backend": config["backend"], "backend_kwargs": config["backend_kwargs"]}, config["env"],
+                    config["train"].get("env"))
     for task in config["tasks"]:
         get_task(task)
     for policy in config["policies"]:

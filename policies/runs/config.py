@@ -114,6 +114,7 @@ class RunConfig:
                 raise ValueError(f"preset 'paper' is the paper's PPO schedule: algorithm must be one of "
                                  f"{list(PAPER_ALGORITHMS)}, got {algorithm!r}")
             env = {**default.env, **PAPER_ENV, **raw_env}
+            check_env_block("env", env)  # max_prompts is read below
             paper = paper_hyperparameters(raw.get("n_envs", default.n_envs), env["max_prompts"])
             raw["hyperparameters"] = {**paper, **(raw.get("hyperparameters") or {})}
         config = cls(**raw, env=env, srm=SRMSettings(**srm_raw), init=init)

@@ -142,7 +142,7 @@ class SRMCallback(BaseCallback):
             self._push()
 
     def _restore(self, state: SRMFile) -> None:
-        if state.branch != self.srm.branch:
+        if state.branch is not None and state.branch != self.srm.branch:
             raise ValueError(f"saved SRM is the {state.branch!r} branch, the env runs {self.srm.branch!r}")
         self.srm.load_state_dict(state.weights)
         if state.optimizer is not None:  # a bare state dict restores the weights only
