@@ -103,7 +103,7 @@ def test_bad_benchmark_configs_name_the_file_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"bad\.yaml: unknown env keys \['max_prompt'\]"):
         load_benchmark_config(path)
     path.write_text(yaml.safe_dump({**TINY, "train": {**TINY.get("train", {}), "env": {"obs_size": 0}}}))
-    with pytest.raises(ValueError, match=r"bad\.yaml: train\.env: obs_size must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: env: obs_size must be an integer >= 1, got 0"):
         load_benchmark_config(path)
     path.write_text(yaml.safe_dump({**TINY, "tasks": ["coco-cat"]}))
     with pytest.raises(ValueError, match="unknown task 'coco-cat'"):
