@@ -98,6 +98,24 @@ def test_rllib_ppo_runs_one_iteration_with_two_env_runners(tmp_path, local_ray):
     assert main(["rllib", "--config", str(path), "--out", str(out), "--iterations", "1"]) == 2  # never overwritten
 
 
+def _descendants(root: int) -> set[int]:
+    """The PIDs of every process under ``root``, from the parent links in /proc (Ray's workers are children of the
+    raylet the driver started)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # the process ended while we looked
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
 def test_killing_a_worker_loses_and_duplicates_no_record(tmp_path):
     """A grid run in a subprocess on Ray; one trial's worker is killed with SIGKILL mid-trial. Ray reruns the
     trial; every record is written exactly once."""
@@ -112,7 +130,9 @@ def test_killing_a_worker_loses_and_duplicates_no_record(tmp_path):
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and process.poll() is None:
-        found = subprocess.run(["pgrep", "-f", "ray::_trial_task"], capture_output=True, text=True).stdout.split()
+        found = [pid for pid in map(int, subprocess.run(["pgrep", "-f", "ray::_trial_task"], capture_output=True,
+                                                        text=True).stdout.split())
+                 if pid in _descendants(process.pid)]  # this grid's worker, never another Ray run's on the machine
         if found:
             time.sleep(2)  # into the trial's training
             killed = int(found[0])
