@@ -67,7 +67,6 @@ def check_env_block(section: str, env: Mapping[str, Any]) -> EnvConfig:
         raise ValueError(f"{section}: {err}") from err
 
 
-
 def make_env_kwargs(*layers: Mapping[str, Any] | None, **values: Any) -> dict[str, Any]:
     """The keyword arguments of one ``AlignSAM-v0`` env: mappings of them applied in order (a later one wins),
     then ``values`` (those that are None left out, so an unset option keeps the layers' value), checked by
