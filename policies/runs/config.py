@@ -114,11 +114,11 @@ class RunConfig:
                 raise ValueError(f"preset 'paper' is the paper's PPO schedule: algorithm must be one of "
                                  f"{list(PAPER_ALGORITHMS)}, got {algorithm!r}")
             env = {**default.env, **PAPER_ENV, **raw_env}
-            check_env_block("env", env)  # max_prompts is read below
+        check_env_block("env", env)  # before the paper schedule reads max_prompts from it
+        if preset == "paper":
             paper = paper_hyperparameters(raw.get("n_envs", default.n_envs), env["max_prompts"])
             raw["hyperparameters"] = {**paper, **(raw.get("hyperparameters") or {})}
         config = cls(**raw, env=env, srm=SRMSettings(**srm_raw), init=init)
-        check_env_block("env", config.env)
         if config.algorithm not in PRESETS:
             raise ValueError(f"algorithm must be one of {sorted(PRESETS)}, got {config.algorithm!r}")
         if config.vec_env not in VEC_ENVS:
