@@ -16,8 +16,11 @@
 - ``oracle``: the one-step ground-truth lookahead: every unprompted cell is tried the same way (one batched
   decode) and the one whose mask has the highest true IoU is taken. It reads the ground truth: **an upper
   bound** for a greedy prompter with these labels and this segmenter, not a policy (:data:`UPPER_BOUNDS`).
-  It decodes up to ``grid_size**2`` candidates per step (about 0.55 s with ``lite`` decoder v2 on one CPU
-  core). :func:`oracle_action` with ``candidates=k`` tries only the ``k`` cells where the mask is most wrong:
+  It decodes up to ``grid_size**2`` candidates per step, in one
+  :meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_candidates` call (``lite`` factorises the random
+  walker's system once for all of them; on CCP person, one CPU core, a step of the oracle takes about 45 ms with
+  decoder v1 and 0.3 s with v2, whose per-candidate guided filter dominates; one decode per candidate took
+  0.2 s and 0.6 s). :func:`oracle_action` with ``candidates=k`` tries only the ``k`` cells where the mask is most wrong:
   cheaper, but not the same bound (with SRM labels the best cell is sometimes one the mask already has right:
   on synthetic-shapes k = 16 fell up to 0.10 IoU short in a step), so the benchmark never uses it.
 - ``clicker``: the standard clicker of interactive segmentation on the grid (:func:`alignsam_gym.clicks.standard_click`
@@ -37,7 +40,7 @@ from scipy.special import expit
 
 from alignsam_gym.clicks import standard_click
 from alignsam_gym.labels import sample_bilinear
-from alignsam_gym.metrics import iou
+from alignsam_gym.metrics import ious
 
 HEURISTICS = ("random", "centre", "srm_greedy", "disagree", "mix", "srm_lookahead", "oracle", "clicker")
 #: baselines that read the ground truth: reported as upper bounds, never as the best heuristic to beat
@@ -61,7 +64,7 @@ def mask_at_actions(env, probability: np.ndarray | None = None) -> np.ndarray:
     :param probability: ``(h_m, w_m)`` foreground probability.
     """
     prob = env.mask_probability if probability is None else probability
-    return np.array([sample_bilinear(prob, p, env.image_size) for p in env.action_points], dtype=np.float64)
+    return sample_bilinear(prob, np.asarray(env.action_points, np.float64), env.image_size)
 
 
 def cell_masks(env) -> np.ndarray:
@@ -136,7 +139,7 @@ def oracle_values(env, candidates: int | None = None) -> tuple[np.ndarray, np.nd
         cells = _most(np.abs(mask_at_actions(env, truth.astype(np.float64)) - mask_at_actions(env)), allowed,
                       candidates)
     _, logits = env.preview(cells)
-    return cells, np.array([iou(m > 0, truth, ignore) for m in logits], np.float64)
+    return cells, ious(logits > 0, truth, ignore)
 
 
 def cell_of_pixels(shape: tuple[int, int], grid_size: int) -> np.ndarray:

@@ -32,23 +32,28 @@ LABEL_SOURCES = ("srm", "gt", "positive", "last_mask", "clip")
 TERMS_CACHE_IMAGES = 64
 
 
-def sample_bilinear(grid: np.ndarray, point: np.ndarray, image_size: int) -> float:
+def sample_bilinear(grid: np.ndarray, point: np.ndarray, image_size: int) -> float | np.ndarray:
     """The value of an ``(h, w)`` map over the ``image_size``-pixel square image at ``point`` ``(x, y)``
-    (pixels), bilinearly interpolated between cell centres (clamped at the border).
+    (pixels), bilinearly interpolated between cell centres (clamped at the border); for ``(N, 2)`` points, the
+    ``(N,) float64`` values, computed at once and equal to reading each point alone.
 
     Why not the cell under the point: the action points of a 10x10 grid fall exactly on the corners
     of a 20x20 map's cells, so "the cell under the point" would read one of four neighbours, always
     the lower right one; interpolation reads all four.
     """
     h, w = grid.shape
-    x = float(point[0]) * w / image_size - 0.5
-    y = float(point[1]) * h / image_size - 0.5
-    x0, y0 = int(np.clip(np.floor(x), 0, w - 1)), int(np.clip(np.floor(y), 0, h - 1))
-    x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
-    fx, fy = float(np.clip(x - x0, 0, 1)), float(np.clip(y - y0, 0, 1))
-    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
-    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
-    return float(top * (1 - fy) + bottom * fy)
+    points = np.asarray(point, dtype=np.float64)
+    x = points[..., 0] * w / image_size - 0.5
+    y = points[..., 1] * h / image_size - 0.5
+    x0, y0 = np.clip(np.floor(x), 0, w - 1).astype(np.int64), np.clip(np.floor(y), 0, h - 1).astype(np.int64)
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    # the weights in the map's precision, as a float32 map times a Python float is computed
+    dtype = grid.dtype if np.issubdtype(grid.dtype, np.floating) else np.float64
+    fx, fy = np.clip(x - x0, 0, 1), np.clip(y - y0, 0, 1)
+    top = grid[y0, x0] * (1 - fx).astype(dtype) + grid[y0, x1] * fx.astype(dtype)
+    bottom = grid[y1, x0] * (1 - fx).astype(dtype) + grid[y1, x1] * fx.astype(dtype)
+    value = top * (1 - fy).astype(dtype) + bottom * fy.astype(dtype)
+    return float(value) if points.ndim == 1 else np.asarray(value, np.float64)
 
 
 class Labeler(Protocol):
@@ -211,7 +216,7 @@ class SRMLabeler:
     def scores(self, episode: Episode, points: np.ndarray, image_size: int) -> np.ndarray:
         """``(len(points),) float32``: the SRM's probability on the current state at each point."""
         prob = self.probabilities([episode])[0]
-        return np.array([sample_bilinear(prob, p, image_size) for p in points], dtype=np.float32)
+        return sample_bilinear(prob, np.asarray(points, np.float64).reshape(-1, 2), image_size).astype(np.float32)
 
     def initial_cells(self, episode: Episode) -> tuple[int, int, tuple[int, int]]:
         """The flat indices of the embedding cells the SRM scores highest and lowest on the unmasked

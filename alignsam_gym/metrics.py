@@ -61,6 +61,27 @@ def iou(pred: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) 
     return 1.0 if union == 0 else float(np.count_nonzero(pred & target) / union)
 
 
+def ious(preds: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
+    """:func:`iou` of each of many predictions with one target, in one pass (a lookahead's candidates).
+
+    :param preds: ``(K, H, W) bool`` masks.
+    :param target: ``(H, W) bool``; ``ignore`` ``(H, W) bool`` or None, as for :func:`iou`.
+    :return: ``(K,) float64``, equal to ``[iou(p, target, ignore) for p in preds]``.
+    """
+    preds, target = np.asarray(preds, bool), np.asarray(target, bool)
+    if preds.ndim != target.ndim + 1 or preds.shape[1:] != target.shape:
+        raise ValueError(f"preds must have shape (K, *{target.shape}) to match the target, got {preds.shape}")
+    if ignore is not None:
+        _labelled(target, target, ignore)  # the same checks of ignore as iou's
+        keep = ~np.asarray(ignore)
+        preds, target = preds[:, keep], target[keep]
+    flat = preds.reshape(len(preds), -1)
+    target = target.reshape(-1)
+    inter = np.count_nonzero(flat & target, axis=1)
+    union = np.count_nonzero(flat | target, axis=1)
+    return np.where(union == 0, 1.0, inter / np.maximum(union, 1)).astype(np.float64)
+
+
 def miou(ious: Iterable[float]) -> float:
     """Mean of per-image IoUs (the paper's mIoU for binary tasks)."""
     values = np.asarray(list(ious), dtype=np.float64)

@@ -352,3 +352,40 @@ def test_a_config_restores_package_0_1s_v1_decoder_by_its_parameters():
     assert LiteBackend(graph={"n_segments": [600]}, device="cpu").graph_params == GraphParams(n_segments=(600,))
     with pytest.raises(ValueError, match=r"graph: decoder 'v1' has no parameters \['exponent'\]"):
         LiteBackend(decoder="v1", graph={"exponent": 0.5}, device="cpu")
+
+
+@pytest.mark.parametrize("decoder", ["v1", "v2"])
+@pytest.mark.parametrize("prompts", [0, 1, 3])
+def test_decode_candidates_equals_decoding_each_prompt_set(decoder, prompts):
+    """The one-factorisation path (Sherman-Morrison per candidate) gives the masks one decode per candidate gives,
+    for both labels (v2: a foreground candidate also scales the prior), repeated superpixels and an empty start."""
+    image, _ = two_region_image()
+    backend = LiteBackend(decoder=decoder, device="cpu")
+    embedding = backend.encode(image)
+    rng = np.random.default_rng(prompts)
+    points = rng.uniform(0, [200, 120], (prompts, 2))
+    labels = rng.integers(0, 2, prompts)
+    candidates = np.concatenate([rng.uniform(0, [200, 120], (12, 2)), points[:1], [[60.0, 54.0], [60.5, 54.5]]])
+    candidate_labels = np.concatenate([rng.integers(0, 2, 12), [1] * (len(candidates) - 12)])
+    batched = backend.decode_candidates(embedding, points, labels, candidates, candidate_labels)
+    assert batched.shape == (len(candidates), *embedding.mask_shape) and batched.dtype == np.float32
+    for out, point, label in zip(batched, candidates, candidate_labels):
+        one = backend.decode(embedding, np.concatenate([points.reshape(-1, 2), point[None]]),
+                             np.concatenate([labels, [label]]))
+        np.testing.assert_allclose(out, one, atol=1e-4)
+        assert np.array_equal(out > 0, one > 0)
+    assert backend.decode_candidates(embedding, points, labels, np.zeros((0, 2)), np.zeros(0)).shape == (
+        0, *embedding.mask_shape)
+    with pytest.raises(ValueError, match="labels must be 0"):
+        backend.decode_candidates(embedding, points, labels, candidates[:1], np.array([2]))
+
+
+def test_default_decode_candidates_is_decode_batch():
+    """A backend without its own candidate path (the protocol's default) decodes each prompt set."""
+    backend = LiteBackend(decoder="v1", device="cpu")
+    embedding = backend.encode(two_region_image()[0])
+    points, labels = np.array([[60.0, 54.0]]), np.array([1])
+    candidates, candidate_labels = np.array([[150.0, 100.0], [20.0, 20.0]]), np.array([0, 0])
+    default = PromptableSegmenter.decode_candidates(backend, embedding, points, labels, candidates, candidate_labels)
+    np.testing.assert_allclose(default, backend.decode_candidates(embedding, points, labels, candidates,
+                                                                  candidate_labels), atol=1e-4)

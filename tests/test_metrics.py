@@ -128,3 +128,18 @@ def test_prompt_efficiency_by_its_definition():
     assert result["noc85"] == pytest.approx((2 + 1 + 4) / 3) and result["noc90"] == pytest.approx((3 + 1 + 4) / 3)
     with pytest.raises(ValueError, match="at least one prompt"):
         prompt_efficiency([[0.3]])
+
+
+@pytest.mark.parametrize("with_ignore", [False, True])
+def test_ious_equals_iou_of_each_prediction(with_ignore):
+    rng = np.random.default_rng(3)
+    target = rng.random((17, 23)) < 0.4
+    ignore = rng.random((17, 23)) < 0.2 if with_ignore else None
+    preds = rng.random((9, 17, 23)) < rng.random((9, 1, 1))
+    preds[0] = False
+    expected = [m.iou(p, target, ignore) for p in preds]
+    np.testing.assert_array_equal(m.ious(preds, target, ignore), expected)
+    empty = m.ious(np.zeros((2, 4, 4), bool), np.zeros((4, 4), bool))
+    np.testing.assert_array_equal(empty, [1.0, 1.0])  # both empty: a perfect match, as iou says
+    with pytest.raises(ValueError, match=r"preds must have shape \(K, \*\(17, 23\)\)"):
+        m.ious(preds[0], target)

@@ -89,6 +89,24 @@ class PromptableSegmenter(abc.ABC):
                              f"embeddings, {len(points)} point arrays and {len(labels)} label arrays")
         return [self.decode(e, p, l) for e, p, l in zip(embeddings, points, labels)]
 
+    def decode_candidates(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
+                          candidate_points: np.ndarray, candidate_labels: np.ndarray) -> np.ndarray:
+        """The masks of ``points`` plus one candidate prompt each (what a one-step lookahead compares).
+
+        The default is one :meth:`decode_batch` call; a backend whose decoder can share the work of the common
+        prompts (``lite``: one factorisation for all candidates) overrides it.
+
+        :param points: ``(N, 2)`` the prompts every candidate adds to (``N`` may be 0), ``labels`` ``(N,)``.
+        :param candidate_points: ``(K, 2)`` one candidate prompt per mask, ``candidate_labels`` ``(K,)``.
+        :return: ``(K, *embedding.mask_shape) float32`` mask logits, equal to ``decode`` of each prompt set up to
+            rounding.
+        """
+        points, labels = np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)
+        logits = self.decode_batch([embedding] * len(candidate_points),
+                                   [np.concatenate([points, c[None]]) for c in np.asarray(candidate_points)],
+                                   [np.concatenate([labels, [y]]) for y in np.asarray(candidate_labels)])
+        return np.stack(logits) if logits else np.zeros((0, *embedding.mask_shape), np.float32)
+
 
 def checkpoint_file(checkpoint: str | Path | None, env_var: str, missing: str, what: str) -> Path:
     """The weights file of a model: ``checkpoint``, else ``$env_var``; shared by every model that loads a file.

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from alignsam_gym.backends import efficientnet_lite
 from alignsam_gym.backends.base import ImageEmbedding, PromptableSegmenter, check_image, check_prompts
 from alignsam_gym.backends.superpixel_graph import (GraphParams, GraphParamsV1, build_graph, build_graphs,
-                                                    random_walker, refined_random_walker)
+                                                    random_walker, random_walker_candidates, refined_random_walker,
+                                                    refined_random_walker_candidates)
 from alignsam_gym.devices import DeviceSpec, device_tag
 from alignsam_gym.shared import SharedInstances
 
@@ -145,4 +146,27 @@ class LiteBackend(PromptableSegmenter):
             prob = np.clip(random_walker(state, work_pts, lab, params.seed_weight, params.min_weight), EPS, 1.0 - EPS)
             return np.log(prob / (1.0 - prob)).astype(np.float32)[state["segments"]]
         prob = np.clip(refined_random_walker(state, work_pts, lab, params), EPS, 1.0 - EPS)
+        return np.log(prob / (1.0 - prob)).astype(np.float32)
+
+    def decode_candidates(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
+                          candidate_points: np.ndarray, candidate_labels: np.ndarray) -> np.ndarray:
+        """One factorisation of the random walker's system for all candidates
+        (:func:`~alignsam_gym.backends.superpixel_graph.random_walker_candidates`): a one-step lookahead over a
+        hundred cells costs about as much as a few decodes, not a hundred."""
+        points, labels = np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)
+        candidate_points = np.asarray(candidate_points).reshape(-1, 2)
+        if len(candidate_points) == 0:
+            return np.zeros((0, *embedding.mask_shape), np.float32)
+        every, every_label = check_prompts(embedding, np.concatenate([points, candidate_points]),
+                                           np.concatenate([labels, np.asarray(candidate_labels).reshape(-1)]))
+        h, w = embedding.image_shape
+        mh, mw = embedding.mask_shape
+        work = every * np.array([mw / w, mh / h])
+        n, params, state = len(points), self.graph_params, embedding.decoder_state
+        if isinstance(params, GraphParamsV1):  # logits per superpixel, then per pixel (as decode does)
+            prob = np.clip(random_walker_candidates(state, work[:n], every_label[:n], work[n:], every_label[n:],
+                                                    params.seed_weight, params.min_weight), EPS, 1.0 - EPS)
+            return np.log(prob / (1.0 - prob)).astype(np.float32)[:, state["segments"]]
+        prob = np.clip(refined_random_walker_candidates(state, work[:n], every_label[:n], work[n:], every_label[n:],
+                                                        params), EPS, 1.0 - EPS)
         return np.log(prob / (1.0 - prob)).astype(np.float32)

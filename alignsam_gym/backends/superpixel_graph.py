@@ -246,6 +246,36 @@ def build_graphs(image: np.ndarray, feature_maps: list[np.ndarray], params: Grap
     return state
 
 
+def _prompt_nodes(graph: dict[str, np.ndarray], points_xy: np.ndarray) -> np.ndarray:
+    """``(N,) int64``: the superpixel under each ``(x, y)`` point of the working resolution."""
+    segments = graph["segments"]
+    h, w = segments.shape
+    cols = np.clip(np.floor(points_xy[:, 0]).astype(np.int64), 0, w - 1)
+    rows = np.clip(np.floor(points_xy[:, 1]).astype(np.int64), 0, h - 1)
+    return segments[rows, cols].astype(np.int64)
+
+
+def _system(graph: dict[str, np.ndarray], nodes: np.ndarray, labels: np.ndarray, seed_weight: float,
+            min_weight: float) -> tuple[sp.csc_matrix, np.ndarray]:
+    """The random walker's linear system ``A x = b`` for prompts on ``nodes``: ``A = L + diag(seeds + prior)``
+    (``L`` the graph Laplacian), ``b`` the seeds' pull towards their labels."""
+    n = graph["prior"].shape[0]
+    seed = np.zeros(n)
+    target = np.zeros(n)
+    np.add.at(seed, nodes, seed_weight)
+    np.add.at(target, nodes, seed_weight * labels.astype(np.float64))
+    i, j = graph["edge_index"][:, 0], graph["edge_index"][:, 1]
+    energy = graph["edge_energy"].astype(np.float64)
+    if min_weight > 0:
+        energy = np.minimum(energy, -np.log(min_weight))
+    wgt = np.exp(-energy)
+    degree = np.bincount(i, wgt, n) + np.bincount(j, wgt, n)
+    system = sp.csc_matrix((np.concatenate([-wgt, -wgt, degree + seed + graph["prior"]]),
+                            (np.concatenate([i, j, np.arange(n)]), np.concatenate([j, i, np.arange(n)]))),
+                           shape=(n, n))
+    return system, target
+
+
 def random_walker(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: np.ndarray,
                   seed_weight: float, min_weight: float = 0.0) -> np.ndarray:
     """Foreground probability per superpixel of one graph from point prompts.
@@ -257,27 +287,38 @@ def random_walker(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: n
     :param min_weight: the smallest edge weight (``0``: none); see :class:`GraphParamsV1`.
     :return: ``(n,) float64`` probabilities in [0, 1].
     """
-    segments = graph["segments"]
-    h, w = segments.shape
-    n = graph["prior"].shape[0]
-    cols = np.clip(np.floor(points_xy[:, 0]).astype(np.int64), 0, w - 1)
-    rows = np.clip(np.floor(points_xy[:, 1]).astype(np.int64), 0, h - 1)
-    nodes = segments[rows, cols]
-    seed = np.zeros(n)
-    target = np.zeros(n)
-    np.add.at(seed, nodes, seed_weight)
-    np.add.at(target, nodes, seed_weight * labels.astype(np.float64))
-
-    i, j = graph["edge_index"][:, 0], graph["edge_index"][:, 1]
-    energy = graph["edge_energy"].astype(np.float64)
-    if min_weight > 0:
-        energy = np.minimum(energy, -np.log(min_weight))
-    wgt = np.exp(-energy)
-    degree = np.bincount(i, wgt, n) + np.bincount(j, wgt, n)
-    system = sp.csc_matrix((np.concatenate([-wgt, -wgt, degree + seed + graph["prior"]]),
-                            (np.concatenate([i, j, np.arange(n)]), np.concatenate([j, i, np.arange(n)]))),
-                           shape=(n, n))
+    system, target = _system(graph, _prompt_nodes(graph, points_xy), labels, seed_weight, min_weight)
     return np.clip(spla.spsolve(system, target), 0.0, 1.0)
+
+
+def random_walker_candidates(graph: dict[str, np.ndarray], points_xy: np.ndarray, labels: np.ndarray,
+                             candidates_xy: np.ndarray, candidate_labels: np.ndarray, seed_weight: float,
+                             min_weight: float = 0.0) -> np.ndarray:
+    """:func:`random_walker` for the prompts plus one candidate prompt each, from one factorisation.
+
+    A candidate adds ``lambda`` to one diagonal entry ``k`` of ``A`` and ``lambda * y`` to ``b``: a rank-one
+    change, so (Sherman-Morrison, ``g = A^-1 e_k``) its solution is ``x + g * lambda (y - x_k) / (1 + lambda g_k)``.
+    One sparse LU of ``A`` and one multi-column solve for the distinct candidate superpixels replace a
+    factorisation per candidate (the one-step lookaheads decode up to a hundred candidates a step).
+    Equal to ``[random_walker(graph, [points; c], [labels; y], ...) for c, y in candidates]`` up to rounding.
+
+    :param candidates_xy: ``(K, 2)`` candidate prompt coordinates ``(x, y)``, working resolution.
+    :param candidate_labels: ``(K,)`` their labels, 1 = foreground, 0 = background.
+    :return: ``(K, n) float64`` probabilities in [0, 1].
+    """
+    system, target = _system(graph, _prompt_nodes(graph, points_xy), labels, seed_weight, min_weight)
+    nodes = _prompt_nodes(graph, candidates_xy)
+    if nodes.size == 0:
+        return np.zeros((0, target.size))
+    lu = spla.splu(system)
+    base = lu.solve(target)
+    distinct, column = np.unique(nodes, return_inverse=True)
+    unit = np.zeros((target.size, distinct.size))
+    unit[distinct, np.arange(distinct.size)] = 1.0
+    green = lu.solve(unit)[:, column]  # (n, K): A^-1 e_k for each candidate's superpixel
+    pull = seed_weight * (np.asarray(candidate_labels, np.float64) - base[nodes])
+    scale = pull / (1.0 + seed_weight * green[nodes, np.arange(nodes.size)])
+    return np.clip(base[None, :] + scale[:, None] * green.T, 0.0, 1.0)
 
 
 def refined_random_walker(state: dict[str, np.ndarray], points_xy: np.ndarray, labels: np.ndarray,
@@ -292,15 +333,45 @@ def refined_random_walker(state: dict[str, np.ndarray], points_xy: np.ndarray, l
         then (``refine_radius > 0``) guided by the image's colours.
     """
     labels = np.asarray(labels)
+    prob = sum(random_walker(_scale_graph(state, k, labels, params), points_xy, labels, params.seed_weight)
+               [state[f"segments_{k}"]] for k in range(len(params.n_segments)))
+    return _finish(state, (prob / len(params.n_segments)).astype(np.float32), labels, params)
+
+
+def refined_random_walker_candidates(state: dict[str, np.ndarray], points_xy: np.ndarray, labels: np.ndarray,
+                                     candidates_xy: np.ndarray, candidate_labels: np.ndarray,
+                                     params: GraphParams) -> np.ndarray:
+    """:func:`refined_random_walker` for the prompts plus one candidate prompt each: per scale, one factorisation
+    for the candidates of each label (a foreground candidate also scales the prior), then
+    :func:`random_walker_candidates`; the exponent and the guided filter per candidate.
+
+    :return: ``(K, h, w) float32`` probabilities in [0, 1].
+    """
+    labels, candidate_labels = np.asarray(labels), np.asarray(candidate_labels)
+    out = np.zeros((len(candidate_labels), *state["guide"].shape[:2]), np.float32)
+    for label in np.unique(candidate_labels):
+        chosen = np.flatnonzero(candidate_labels == label)
+        after = np.concatenate([labels, [label]])  # the labels every candidate of this group decodes with
+        prob = sum(random_walker_candidates(_scale_graph(state, k, after, params), points_xy, labels,
+                                            candidates_xy[chosen], candidate_labels[chosen], params.seed_weight)
+                   [:, state[f"segments_{k}"]] for k in range(len(params.n_segments)))
+        prob = (prob / len(params.n_segments)).astype(np.float32)
+        out[chosen] = [_finish(state, p, after, params) for p in prob]
+    return out
+
+
+def _scale_graph(state: dict[str, np.ndarray], k: int, labels: np.ndarray, params: GraphParams
+                 ) -> dict[str, np.ndarray]:
+    """Scale ``k``'s graph for prompts with ``labels``: the prior times the number of foreground prompts."""
+    graph = {key: state[f"{key}_{k}"] for key in GRAPH_KEYS}
     foreground = int((labels == 1).sum())
-    prob = None
-    for k in range(len(params.n_segments)):
-        graph = {key: state[f"{key}_{k}"] for key in GRAPH_KEYS}
-        if params.prior_per_foreground and foreground > 1:
-            graph["prior"] = graph["prior"] * foreground
-        level = random_walker(graph, points_xy, labels, params.seed_weight)[graph["segments"]]
-        prob = level if prob is None else prob + level
-    prob = (prob / len(params.n_segments)).astype(np.float32)
+    if params.prior_per_foreground and foreground > 1:
+        graph["prior"] = graph["prior"] * foreground
+    return graph
+
+
+def _finish(state: dict[str, np.ndarray], prob: np.ndarray, labels: np.ndarray, params: GraphParams) -> np.ndarray:
+    """The pixel-level step of ``v2`` on the mean ``(h, w) float32`` probability: the exponent, the guided filter."""
     exponent = params.exponent if (labels == 0).any() else params.exponent_no_background
     if exponent != 1.0:
         prob = prob ** np.float32(exponent)

@@ -263,20 +263,19 @@ class EnvCore:
 
     def preview(self, episode: Episode, actions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """What :meth:`step` would give for each of ``actions`` in the episode's current state, the episode left
-        as it is: each prompt labelled as the labeler would label it, all prompt sets decoded in one batch.
+        as it is: each prompt labelled as the labeler would label it, all candidates decoded in one call
+        (:meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_candidates`).
 
         :return: ``(K,) int64`` labels and ``(K, h_m, w_m) float32`` mask logits.
         """
         actions = [self.check_action(episode, a) for a in actions]
         if not actions:
             return np.zeros(0, np.int64), np.zeros((0, *episode.embedding.mask_shape), np.float32)
-        points = [self.action_points[a] for a in actions]
-        labels = np.array(self.labeler.label([episode] * len(points), points, self.config.episode.image_size), np.int64)
+        points = np.array([self.action_points[a] for a in actions], np.float64)
+        labels = np.array(self.labeler.label([episode] * len(points), list(points), self.config.episode.image_size),
+                          np.int64)
         base_points, base_labels = episode.prompt_arrays()
-        logits = self.backend.decode_batch([episode.embedding] * len(actions),
-                                           [np.concatenate([base_points, p[None]]) for p in points],
-                                           [np.concatenate([base_labels, [label]]) for label in labels])
-        return labels, np.stack(logits)
+        return labels, self.backend.decode_candidates(episode.embedding, base_points, base_labels, points, labels)
 
     def _cell_centre(self, flat_index: int, shape: tuple[int, int]) -> np.ndarray:
         row, col = divmod(flat_index, shape[1])
