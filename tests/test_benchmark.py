@@ -215,3 +215,20 @@ def test_upper_bounds_run_under_the_first_trained_srm_unless_asked(tmp_path):
     assert every[(1, "a2c")] == ("a2c", "random", "oracle")
     with pytest.raises(ValueError, match="upper_bound_srms must be 'first' or 'all'"):
         resolve_benchmark_config({**raw, "upper_bound_srms": "some"})
+
+
+def test_paired_baselines_run_under_every_srm_the_others_under_the_first():
+    """``paired_baselines`` names the heuristics every agent is paired with (run under each trained SRM); the rest
+    run once per task and seed, under the first trained algorithm's SRM, like the oracle."""
+    from policies.benchmarks.grid import plan_trials, resolve_benchmark_config
+
+    raw = {"tasks": ["synthetic-shapes"], "seeds": [0], "paired_baselines": ["mix"],
+           "policies": ["random", "centre", "mix", "oracle", "ppo", "a2c", "dqn"]}
+    trials = {t.algorithm: t.policies for t in plan_trials(resolve_benchmark_config(raw))}
+    assert trials == {"ppo": ("ppo", "random", "centre", "mix", "oracle"), "a2c": ("a2c", "mix"),
+                      "dqn": ("dqn", "mix")}
+    default = {t.algorithm: t.policies for t in plan_trials(resolve_benchmark_config({**raw, "paired_baselines": "all"}))}
+    assert default["dqn"] == ("dqn", "random", "centre", "mix")
+    for bad in (["oracle"], ["disagree"], "some"):
+        with pytest.raises(ValueError, match="paired_baselines must be 'all' or a list of the config's heuristics"):
+            resolve_benchmark_config({**raw, "paired_baselines": bad})

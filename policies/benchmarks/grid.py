@@ -26,6 +26,9 @@ A benchmark config (YAML) names a grid::
     upper_bound_srms: first          # the oracle under the first trained algorithm's SRM only (its full search
                                      # is the costliest evaluation; it is the normaliser, never a paired
                                      # baseline), or all
+    paired_baselines: all            # the heuristics run under every trained algorithm's SRM, so every agent
+                                     # pairs with them: all (every heuristic but the upper bounds) or a list;
+                                     # the others run under the first trained algorithm's SRM only
 
 For every (task, seed) each trained algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable_ppo``,
 ``recurrent_ppo``) is trained with its SRM (``out/runs/<task>-<algorithm>-seed<seed>``), and every heuristic
@@ -80,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "env": {},  # extra env kwargs for training and test, e.g. clip_checkpoint, image_size
     "resources": {"cpu": 1, "gpu": 0},  # per trial, when trials run on Ray (--ray); ignored otherwise
     "upper_bound_srms": "first",  # the ground-truth upper bounds (oracle) under the first trained SRM, or "all"
+    "paired_baselines": "all",  # the heuristics under every trained SRM ("all" but the upper bounds, or a list)
 }
 BRANCHES = ("default", "implicit", "explicit")
 #: ``train`` keys handed to each run's config as they are (learning curves, vector env, SRM settings)
@@ -125,6 +129,12 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
                          f"{config['split']!r}")
     if config["upper_bound_srms"] not in ("first", "all"):
         raise ValueError(f"upper_bound_srms must be 'first' or 'all', got {config['upper_bound_srms']!r}")
+    paired = config["paired_baselines"]
+    if paired != "all":
+        heuristics = [p for p in config["policies"] if p in HEURISTICS and p not in UPPER_BOUNDS]
+        if not isinstance(paired, list) or any(p not in heuristics for p in paired):
+            raise ValueError(f"paired_baselines must be 'all' or a list of the config's heuristics {heuristics} "
+                             f"(the upper bounds follow upper_bound_srms), got {paired!r}")
     images = config["images"]
     if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
         raise ValueError(f"images must be a positive integer or null (the whole test split), got {images!r}")
@@ -171,7 +181,8 @@ def _record_key(record: dict[str, Any]) -> str:
 class Trial:
     """One unit of a benchmark: train ``algorithm`` on ``task`` with ``seed`` (None: nothing to train) and
     evaluate the records of ``policies``: the algorithm and every heuristic with its SRM (the paper's
-    "random + SRM"; the upper bounds only in the first algorithm's trial unless ``upper_bound_srms: all``); the
+    "random + SRM"; the upper bounds only in the first algorithm's trial unless ``upper_bound_srms: all``, the
+    heuristics not in ``paired_baselines`` likewise); the
     first trained algorithm's trial also evaluates the run folders, with their own."""
 
     task: str
@@ -195,10 +206,16 @@ def plan_trials(config: dict[str, Any]) -> list[Trial]:
             if not trained:
                 trials.append(Trial(task, seed, None, heuristics + folders))
             for i, algorithm in enumerate(trained):
-                baselines = tuple(h for h in heuristics if i == 0 or h not in UPPER_BOUNDS
-                                  or config["upper_bound_srms"] == "all")
+                baselines = tuple(h for h in heuristics if i == 0 or _under_every_srm(config, h))
                 trials.append(Trial(task, seed, algorithm, (algorithm, *baselines, *(folders if i == 0 else ()))))
     return trials
+
+
+def _under_every_srm(config: dict[str, Any], heuristic: str) -> bool:
+    """Whether ``heuristic`` runs under every trained algorithm's SRM (else under the first one's only)."""
+    if heuristic in UPPER_BOUNDS:
+        return config["upper_bound_srms"] == "all"
+    return config["paired_baselines"] == "all" or heuristic in config["paired_baselines"]
 
 
 def record_srm(trial: Trial, policy: str) -> str:
@@ -277,7 +294,7 @@ def _report_order(config: dict[str, Any]) -> dict[str, int]:
 
 
 #: config keys added after results were first written, with the value that reproduces those results
-LATER_KEYS = {"upper_bound_srms": "first", "split": "test"}
+LATER_KEYS = {"upper_bound_srms": "first", "split": "test", "paired_baselines": "all"}
 
 
 def _scheduling_free(config: dict[str, Any]) -> dict[str, Any]:
