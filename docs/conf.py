@@ -59,11 +59,12 @@ def markdown_to_rst(markdown: str) -> list[str]:
 
 
 class ResultsDirective(Directive):
-    """``.. results:: ../experiments/results/NAME/results.json`` with ``:plots: a.png b.png``: the tables that
-    ``alignsam tables`` renders into the README, rendered from the same file at build time, then the plots."""
+    """``.. results:: ../experiments/results/NAME/results.json`` with ``:plots: a.png b.png`` (and ``:view: summary``
+    for a large grid): the tables that ``alignsam tables`` renders into the README, rendered from the same file at
+    build time, then the plots."""
 
     required_arguments = 1
-    option_spec = {"plots": directives.unchanged}
+    option_spec = {"plots": directives.unchanged, "view": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         from policies.benchmarks.tables import render_results
@@ -71,7 +72,7 @@ class ResultsDirective(Directive):
         env = self.state.document.settings.env
         _, absolute = env.relfn2path(self.arguments[0])
         env.note_dependency(absolute)
-        lines = markdown_to_rst(render_results(absolute))
+        lines = markdown_to_rst(render_results(absolute, self.options.get("view", "full")))
         folder = Path(self.arguments[0]).parent
         for plot in (self.options.get("plots") or "").split():
             lines += ["", f".. image:: {folder / 'plots' / plot}", "   :width: 100%", f"   :alt: {plot}", ""]

@@ -73,3 +73,34 @@ def test_a_timing_file_renders_the_main_jobs_time_in_reference_units(tmp_path):
     assert text.startswith("The main job took 5 min 31 s with an empty embedding cache and 2.50 GiB at peak on a "
                            "2-core AMD EPYC (AVX512): 11.1 reference units")
     assert "30.0 s in the same run" in text and "commit abcdef0123." in text
+
+
+def test_the_summary_view_has_a_task_matrix_and_one_paired_matrix_per_baseline_every_agent_met(tmp_path):
+    base = {"label_source": "srm", "branch": "default", "max_prompts": 3, "images": 4, "split_size": 4,
+            "foreground_rate": 0.5, "auc": 0.4, "noc90": 4.0, "seed": 0}
+    records = [{**base, "task": task, "policy": policy, "srm": srm, "miou": miou}
+               for task, shift in (("a", 0.0), ("b", 0.1))
+               for policy, srm, miou in (("ppo", "ppo", 0.6), ("random", "ppo", 0.4), ("mix", "ppo", 0.5),
+                                         ("a2c", "a2c", 0.7), ("mix", "a2c", 0.55))
+               for miou in (miou + shift,)]
+    paired = [{"task": task, "agent": agent, "baseline": baseline, "metric": "miou", "difference": d, "low": d - 0.01,
+               "high": d + 0.01, "p_value": 0.01, "seeds": 1, "images": 4}
+              for task in ("a", "b") for agent, baseline, d in (("ppo", "random", 0.2), ("ppo", "mix", 0.1),
+                                                               ("a2c", "mix", 0.15))]
+    report = {"config": {"backend": "lite", "seeds": [0], "label_sources": ["srm"], "branches": ["default"],
+                         "max_prompts": [3]}, "results": records, "command": "alignsam benchmark --config c",
+              "statistics": {"paired": paired}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(report))
+    text = render_results(path, view="summary")
+    assert "| policy | a | b |" in text
+    assert "| mix | 0.525 | 0.625 |" in text  # the mean over the two SRMs it ran with
+    assert "Agent minus `mix`" in text and "| a2c | +0.150 [+0.140, +0.160] | +0.150 [+0.140, +0.160] |" in text
+    assert "Agent minus `random`" not in text  # paired with ppo only: left to the full tables
+    assert "| ppo | 0.600 | 0.700 |" in text and "Paired mIoU differences" not in text
+    page = tmp_path / "page.md"
+    page.write_text("<!-- results: results.json summary -->\nold\n<!-- /results -->\n")
+    update_tables([page])
+    assert page.read_text() == f"<!-- results: results.json summary -->\n{text}<!-- /results -->\n"
+    with pytest.raises(ValueError, match="view must be one of"):
+        render_results(path, view="short")

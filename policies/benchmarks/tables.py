@@ -6,6 +6,10 @@ A rendered table sits in a Markdown file between two comments that name its resu
     ...what render_results() makes of that file...
     <!-- /results -->
 
+``<!-- results: PATH summary -->`` renders the short form of a large grid (:func:`render_results` with
+``view="summary"``): the aggregate, one mIoU matrix of policies by tasks, and each agent's paired difference from
+every baseline that all agents were paired with, one matrix per baseline.
+
 ``alignsam tables README.md`` rewrites every such block from its file; ``alignsam tables --check README.md``
 rewrites nothing and fails when a block differs from what its file renders (the test suite runs it), so no
 number in the README can drift from the results it quotes. Paths are relative to the Markdown file's folder.
@@ -25,7 +29,9 @@ from alignsam_gym.heuristics import UPPER_BOUNDS
 from policies.benchmarks.comparisons import main_records
 from policies.benchmarks.report import markdown_table
 
-BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.S)
+BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+)(?: (?P<view>summary))? -->\n)(?P<body>.*?)(<!-- /results -->)",
+                   re.S)
+VIEWS = ("full", "summary")
 
 
 def _interval(value: float, low: float, high: float) -> str:
@@ -61,14 +67,17 @@ def render_timing(report: dict[str, Any], name: str) -> str:
             f"commit {commit}.\n")
 
 
-def render_results(path: str | Path) -> str:
+def render_results(path: str | Path, view: str = "full") -> str:
     """The Markdown tables of one benchmark result file (``results.json`` or the quickstart's ``report.json``):
     its provenance, the aggregate (normalised) scores when it has several seeds, each task's policies with mIoU,
     foreground rate, AUC and NoC@90 (means over seeds; heuristics also over the SRMs they ran with), and the
     paired mIoU differences of each agent against each baseline under its SRM.
 
+    :param view: ``"full"``, or ``"summary"`` for a grid of many tasks and agents (:func:`_summary_tables`).
     :raises ValueError: when the file is not a benchmark report, naming it.
     """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {list(VIEWS)}, got {view!r}")
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: result file not found (run the benchmark that writes it, or fix the path)")
@@ -89,6 +98,8 @@ def render_results(path: str | Path) -> str:
                 for p, a in sorted(aggregate.items(), key=lambda item: -item[1]["iqm"])]
         lines += [markdown_table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows), ""]
     main = main_records(config, records)
+    if view == "summary":
+        return "\n".join(lines + _summary_tables(main, statistics))
     per_task = statistics.get("per_task_miou") or {}
     for task in dict.fromkeys(r["task"] for r in main):
         rows = []
@@ -112,9 +123,36 @@ def render_results(path: str | Path) -> str:
     return "\n".join(lines)
 
 
+def _summary_tables(main: list[dict[str, Any]], statistics: dict[str, Any]) -> list[str]:
+    """The summary view's tables: mean mIoU over seeds per policy and task, and for each baseline that every agent
+    was paired with, each agent's paired difference from it per task (95% interval)."""
+    tasks = list(dict.fromkeys(r["task"] for r in main))
+    rows = []
+    for policy in dict.fromkeys(r["policy"] for r in main):
+        cells = []
+        for task in tasks:
+            values = [r["miou"] for r in main if r["task"] == task and r["policy"] == policy]
+            cells.append(f"{np.mean(values):.3f}" if values else "")
+        rows.append([f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy, *cells])
+    lines = ["mIoU (mean over seeds; heuristics also over the SRMs they ran with):", "",
+             markdown_table(["policy", *tasks], rows), ""]
+    paired = [c for c in statistics.get("paired") or [] if c["metric"] == "miou"]
+    agents = list(dict.fromkeys(c["agent"] for c in paired))
+    for baseline in dict.fromkeys(c["baseline"] for c in paired):
+        found = {(c["agent"], c["task"]): c for c in paired if c["baseline"] == baseline}
+        if {a for a, _ in found} != set(agents):
+            continue  # paired with some agents only (under the first trained SRM): in the full tables
+        rows = [[agent, *(f"{c['difference']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c else ""
+                          for c in (found.get((agent, task)) for task in tasks))] for agent in agents]
+        lines += [f"Agent minus `{baseline}` under the agent's SRM, same images (mIoU; 95% hierarchical bootstrap "
+                  "interval):", "", markdown_table(["agent", *tasks], rows), ""]
+    return lines
+
+
 def render_blocks(text: str, base: str | Path) -> str:
     """``text`` with every results block re-rendered from its file (paths relative to ``base``)."""
-    return BLOCK.sub(lambda m: m.group(1) + render_results(Path(base) / m.group("path")) + m.group(4), text)
+    return BLOCK.sub(lambda m: m.group(1) + render_results(Path(base) / m.group("path"), m.group("view") or "full")
+                     + m.group(5), text)
 
 
 def update_tables(paths: list[str | Path], check: bool = False) -> list[Path]:
