@@ -8,8 +8,7 @@ paired differences (other - base, same task and seed) with its interval. "Equal 
 difference's interval contains 0 and is narrow next to the gaps the benchmark is about.
 
     python experiments/compare_grids.py experiments/results/quickstart/report.json \\
-        experiments/results/quickstart_fast/results.json --policy ppo random \\
-        --json experiments/results/quickstart_fast/comparison.json
+        OTHER/results.json --policy ppo random --json OTHER/comparison.json
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ The embedded backend runs with decoder ``v1`` here (``lite_decoder`` / ``--lite-
 the decoder its bars were set with, and the faster one: with the default decoder (v2, more accurate under
 the click protocol) PPO's mIoU beat random's on 1 of 5 tasks in the earlier quickstart: v2 makes good use
 of the background clicks that random prompts mostly are, and the paper's +-1 reward teaches PPO to click
-foreground (experiments/results/quickstart_decoder_v2).
+foreground (a report measured before the benchmark protocol, since deleted; rerun with ``--lite-decoder v2``).
 """
 
 from __future__ import annotations
