@@ -10,11 +10,11 @@
 - ``mix``: disagreement plus half the SRM's confidence ``|S - 0.5|`` (prompt where the mask is wrong and
   the SRM is sure).
 - ``srm_lookahead``: a model-based lookahead that reads no ground truth: the :data:`LOOKAHEAD_CANDIDATES`
-  unprompted cells with the largest disagreement are tried (the env's label, one batched decode,
+  unprompted cells with the largest disagreement are tried (the env's label, all decoded in one call,
   :meth:`~alignsam_gym.envs.AlignSAMEnv.preview`), and the one whose mask agrees best with the SRM's map
   at the action points (smallest mean absolute difference) is taken.
-- ``oracle``: the one-step ground-truth lookahead: every unprompted cell is tried the same way (one batched
-  decode) and the one whose mask has the highest true IoU is taken. It reads the ground truth: **an upper
+- ``oracle``: the one-step ground-truth lookahead: every unprompted cell is tried the same way (one
+  decode call) and the one whose mask has the highest true IoU is taken. It reads the ground truth: **an upper
   bound** for a greedy prompter with these labels and this segmenter, not a policy (:data:`UPPER_BOUNDS`).
   It decodes up to ``grid_size**2`` candidates per step, in one
   :meth:`~alignsam_gym.backends.base.PromptableSegmenter.decode_candidates` call (``lite`` factorises the random

@@ -75,7 +75,7 @@ def ious(preds: np.ndarray, target: np.ndarray, ignore: np.ndarray | None = None
         _labelled(target, target, ignore)  # the same checks of ignore as iou's
         keep = ~np.asarray(ignore)
         preds, target = preds[:, keep], target[keep]
-    flat = preds.reshape(len(preds), -1)
+    flat = preds.reshape(len(preds), target.size)
     target = target.reshape(-1)
     inter = np.count_nonzero(flat & target, axis=1)
     union = np.count_nonzero(flat | target, axis=1)

@@ -389,3 +389,34 @@ def test_default_decode_candidates_is_decode_batch():
     default = PromptableSegmenter.decode_candidates(backend, embedding, points, labels, candidates, candidate_labels)
     np.testing.assert_allclose(default, backend.decode_candidates(embedding, points, labels, candidates,
                                                                   candidate_labels), atol=1e-4)
+
+
+def test_decode_candidates_falls_back_to_one_solve_each_when_the_shared_system_is_singular():
+    """Without a weight floor (v1, min_weight 0) an unseeded island joined by a vanishing edge makes the system
+    without the candidate's seed singular; each candidate is then solved on its own, as decode would."""
+    import warnings
+
+    from alignsam_gym.backends.superpixel_graph import random_walker, random_walker_candidates
+
+    segments = np.repeat(np.arange(6), 3)[None, :].repeat(3, 0).astype(np.int32)  # a chain of 6 superpixels
+    prior = np.full(6, 1e-30)
+    prior[0] = 0.01
+    graph = {"segments": segments, "edge_index": np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]], np.int32),
+             "edge_energy": np.array([0.1, 0.1, 200.0, 0.1, 0.1], np.float32), "prior": prior}
+    candidates, labels = np.array([[13.5, 1.5], [1.5, 1.5]]), np.array([1, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's own singularity warnings of the direct solves
+        many = random_walker_candidates(graph, np.zeros((0, 2)), np.zeros(0, np.int64), candidates, labels, 100.0)
+        each = [random_walker(graph, c[None], np.array([y]), 100.0) for c, y in zip(candidates, labels)]
+    np.testing.assert_array_equal(many, each)
+    assert many[0, 3:].min() > 0.99  # the clicked island is foreground
+
+
+def test_decode_candidates_checks_each_label_array_against_its_points(lite):
+    embedding = lite.encode(two_region_image()[0])
+    with pytest.raises(ValueError, match=r"candidate_labels must have shape \(1,\) to match candidate_points"):
+        lite.decode_candidates(embedding, np.array([[60.0, 54.0]]), np.array([1]), np.array([[20.0, 20.0]]),
+                               np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(1,\) to match points"):
+        lite.decode_candidates(embedding, np.array([[60.0, 54.0]]), np.array([1, 0]),
+                               np.array([[20.0, 20.0], [30.0, 30.0]]), np.array([0]))

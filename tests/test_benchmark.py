@@ -229,6 +229,8 @@ def test_paired_baselines_run_under_every_srm_the_others_under_the_first():
                       "dqn": ("dqn", "mix")}
     default = {t.algorithm: t.policies for t in plan_trials(resolve_benchmark_config({**raw, "paired_baselines": "all"}))}
     assert default["dqn"] == ("dqn", "random", "centre", "mix")
+    named = resolve_benchmark_config({**raw, "paired_baselines": ["mix", "centre", "random"]})
+    assert named["paired_baselines"] == "all"  # every heuristic named: the same grid as "all"
     for bad in (["oracle"], ["disagree"], "some"):
         with pytest.raises(ValueError, match="paired_baselines must be 'all' or a list of the config's heuristics"):
             resolve_benchmark_config({**raw, "paired_baselines": bad})

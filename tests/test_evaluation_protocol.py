@@ -191,3 +191,26 @@ def test_normalised_scores_put_random_at_zero_and_the_oracle_at_one():
     np.testing.assert_allclose(scores["random"], 0.0, atol=1e-12)
     np.testing.assert_allclose(scores["oracle"], 1.0)
     np.testing.assert_allclose(scores["ppo"], [[0.75, 0.0], [0.75, 0.0]], atol=1e-12)
+
+
+def test_aggregates_take_every_heuristic_under_the_srms_all_heuristics_ran_with():
+    """With paired_baselines or upper_bound_srms: first, some heuristics ran under more SRMs than others; the
+    aggregates (normaliser, IQM, best heuristic) read each heuristic under the common SRMs only, agents under
+    their own, and the paired comparisons keep every record."""
+    from policies.benchmarks.comparisons import aggregate_records, benchmark_statistics
+
+    base = {"label_source": "srm", "branch": "default", "max_prompts": 2}
+    runs = [("random", "ppo", 0.2), ("oracle", "ppo", 0.6), ("mix", "ppo", 0.4), ("ppo", "ppo", 0.5),
+            ("mix", "a2c", 0.1), ("a2c", "a2c", 0.3)]
+    records = [{**base, "task": "a", "policy": p, "srm": srm, "seed": s, "miou": v + 0.01 * s,
+                "foreground_rate": 0.5} for p, srm, v in runs for s in (0, 1, 2)]
+    kept = aggregate_records(records)
+    assert {(r["policy"], r["srm"]) for r in kept} == {(p, srm) for p, srm, _ in runs} - {("mix", "a2c")}
+    config = {"label_sources": ["srm"], "branches": ["default"], "max_prompts": [2]}
+    stats = benchmark_statistics(config, records, repetitions=50)
+    assert stats["normalisation"]["a"]["random"] == pytest.approx(0.21)
+    assert stats["per_task_miou"]["mix"]["a"]["mean"] == pytest.approx(0.41)  # not the mean with a2c's SRM, 0.26
+    every = [r for r in records if (r["policy"], r["srm"]) != ("oracle", "ppo")]
+    assert len(aggregate_records(every)) == len(every) - 3  # mix under a2c's SRM, random without: still left out
+    same = [r for r in records if r["policy"] in ("mix", "ppo", "a2c")]
+    assert aggregate_records(same) == same  # one heuristic: every SRM it ran with is common

@@ -163,9 +163,21 @@ def test_a_benchmark_reports_the_oracle_as_an_upper_bound_not_the_heuristic_to_b
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8])
 def test_sample_bilinear_of_many_points_equals_each_point_alone(dtype):
-    """The vectorised read (SRM scores, a lookahead's masks at the action points) is bit-identical to reading one
-    point at a time, in the map's own precision, so labels at the 0.5 threshold do not move."""
+    """The vectorised read (SRM scores, a lookahead's masks at the action points) is bit-identical to the scalar
+    reading the reference episodes were recorded with (below, as it was), in the map's own precision, so labels at
+    the 0.5 threshold do not move."""
     from alignsam_gym.labels import sample_bilinear
+
+    def scalar(grid, point, image_size):  # the implementation before the vectorised one
+        h, w = grid.shape
+        x = float(point[0]) * w / image_size - 0.5
+        y = float(point[1]) * h / image_size - 0.5
+        x0, y0 = int(np.clip(np.floor(x), 0, w - 1)), int(np.clip(np.floor(y), 0, h - 1))
+        x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+        fx, fy = float(np.clip(x - x0, 0, 1)), float(np.clip(y - y0, 0, 1))
+        top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
+        bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+        return float(top * (1 - fy) + bottom * fy)
 
     rng = np.random.default_rng(0)
     for h, w, size in [(20, 20, 256), (7, 13, 100), (1, 5, 64)]:
@@ -176,6 +188,7 @@ def test_sample_bilinear_of_many_points_equals_each_point_alone(dtype):
         alone = [sample_bilinear(grid, p, size) for p in points]
         assert all(isinstance(v, float) for v in alone)
         np.testing.assert_array_equal(many, alone)
+        np.testing.assert_array_equal(many, [scalar(grid, p, size) for p in points])
     grid = np.array([[0.0, 1.0], [2.0, 3.0]], np.float32)
     assert sample_bilinear(grid, np.array([32.0, 32.0]), 64) == 1.5  # the centre: the mean of the four cells
     assert sample_bilinear(grid, np.array([0.0, 0.0]), 64) == 0.0  # clamped at the border

@@ -141,5 +141,6 @@ def test_ious_equals_iou_of_each_prediction(with_ignore):
     np.testing.assert_array_equal(m.ious(preds, target, ignore), expected)
     empty = m.ious(np.zeros((2, 4, 4), bool), np.zeros((4, 4), bool))
     np.testing.assert_array_equal(empty, [1.0, 1.0])  # both empty: a perfect match, as iou says
+    assert m.ious(np.zeros((0, 17, 23), bool), target, ignore).shape == (0,)  # no candidates left
     with pytest.raises(ValueError, match=r"preds must have shape \(K, \*\(17, 23\)\)"):
         m.ious(preds[0], target)

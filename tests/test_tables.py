@@ -94,7 +94,7 @@ def test_the_summary_view_has_a_task_matrix_and_one_paired_matrix_per_baseline_e
     path.write_text(json.dumps(report))
     text = render_results(path, view="summary")
     assert "| policy | a | b |" in text
-    assert "| mix | 0.525 | 0.625 |" in text  # the mean over the two SRMs it ran with
+    assert "| mix | 0.500 | 0.600 |" in text  # under PPO's SRM, the one random also ran with (not a2c's too)
     assert "Agent minus `mix`" in text and "| a2c | +0.150 [+0.140, +0.160] | +0.150 [+0.140, +0.160] |" in text
     assert "Agent minus `random`" not in text  # paired with ppo only: left to the full tables
     assert "| ppo | 0.600 | 0.700 |" in text and "Paired mIoU differences" not in text
@@ -104,3 +104,6 @@ def test_the_summary_view_has_a_task_matrix_and_one_paired_matrix_per_baseline_e
     assert page.read_text() == f"<!-- results: results.json summary -->\n{text}<!-- /results -->\n"
     with pytest.raises(ValueError, match="view must be one of"):
         render_results(path, view="short")
+    page.write_text("<!-- results: results.json short -->\nold\n<!-- /results -->\n")
+    with pytest.raises(ValueError, match="view must be one of"):  # a misspelt view is an error, not a skipped block
+        update_tables([page], check=True)

@@ -150,15 +150,20 @@ class LiteBackend(PromptableSegmenter):
 
     def decode_candidates(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray,
                           candidate_points: np.ndarray, candidate_labels: np.ndarray) -> np.ndarray:
-        """One factorisation of the random walker's system for all candidates
-        (:func:`~alignsam_gym.backends.superpixel_graph.random_walker_candidates`): a one-step lookahead over a
-        hundred cells costs about as much as a few decodes, not a hundred."""
+        """One factorisation of the random walker's system for all candidates (per scale and candidate label with
+        v2) and a rank-one update each (:func:`~alignsam_gym.backends.superpixel_graph.random_walker_candidates`):
+        with v1 a one-step lookahead over a hundred cells costs about as much as a few decodes; v2's guided filter
+        still runs once per candidate."""
         points, labels = np.asarray(points).reshape(-1, 2), np.asarray(labels).reshape(-1)
         candidate_points = np.asarray(candidate_points).reshape(-1, 2)
+        candidate_labels = np.asarray(candidate_labels).reshape(-1)
+        for where, (p, y) in {"": (points, labels), "candidate_": (candidate_points, candidate_labels)}.items():
+            if len(y) != len(p):
+                raise ValueError(f"{where}labels must have shape ({len(p)},) to match {where}points, got {y.shape}")
         if len(candidate_points) == 0:
             return np.zeros((0, *embedding.mask_shape), np.float32)
         every, every_label = check_prompts(embedding, np.concatenate([points, candidate_points]),
-                                           np.concatenate([labels, np.asarray(candidate_labels).reshape(-1)]))
+                                           np.concatenate([labels, candidate_labels]))
         h, w = embedding.image_shape
         mh, mw = embedding.mask_shape
         work = every * np.array([mw / w, mh / h])

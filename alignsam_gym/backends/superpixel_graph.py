@@ -310,7 +310,12 @@ def random_walker_candidates(graph: dict[str, np.ndarray], points_xy: np.ndarray
     nodes = _prompt_nodes(graph, candidates_xy)
     if nodes.size == 0:
         return np.zeros((0, target.size))
-    lu = spla.splu(system)
+    try:
+        lu = spla.splu(system)
+    except RuntimeError:  # singular without the candidate's seed (min_weight 0, an unseeded island): one solve each
+        return np.stack([random_walker(graph, np.concatenate([points_xy.reshape(-1, 2), c[None]]),
+                                       np.concatenate([labels, [y]]), seed_weight, min_weight)
+                         for c, y in zip(candidates_xy, candidate_labels)])
     base = lu.solve(target)
     distinct, column = np.unique(nodes, return_inverse=True)
     unit = np.zeros((target.size, distinct.size))

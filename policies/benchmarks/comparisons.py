@@ -2,7 +2,7 @@
 
 - Normalised scores put tasks of very different difficulty on one scale: per task, 0 is ``random``'s mean
   mIoU and 1 the ground-truth ``oracle``'s (the one-step lookahead upper bound of
-  :mod:`alignsam_gym.heuristics`), each the mean over the task's seeds and SRMs; aggregates (IQM and mean, with
+  :mod:`alignsam_gym.heuristics`), each the mean over the task's seeds and common SRMs; aggregates (IQM and mean, with
   stratified bootstrap intervals) and performance profiles are taken over them. Without both policies in the
   grid the aggregates fall back to raw mIoU, and the report says so.
 - Paired comparisons: every trained agent against every baseline evaluated with *its* SRM, on the same images
@@ -10,7 +10,10 @@
   per-image difference (agent minus baseline) with a 95% hierarchical bootstrap interval (seeds, then images)
   and a Wilcoxon signed-rank p-value (:mod:`policies.benchmarks.statistics`).
 
-A heuristic is evaluated under every trained run's SRM; its score for a seed is the mean over those SRMs.
+The aggregates compare every policy under like conditions (:func:`aggregate_records`): an agent under its own SRM,
+and every heuristic (the upper bounds included) under the SRMs that all heuristics of the task ran with: every
+trained SRM when each heuristic ran under each, otherwise (``paired_baselines``, ``upper_bound_srms: first``) the
+first trained algorithm's; a heuristic's score for a seed is its mean over those SRMs.
 """
 
 from __future__ import annotations
@@ -35,6 +38,19 @@ def main_records(config: dict[str, Any], records: list[dict[str, Any]]) -> list[
     main_source, main_branch, main_t = config["label_sources"][0], config["branches"][0], max(config["max_prompts"])
     return [r for r in records if r["label_source"] == main_source and r["branch"] == main_branch
             and r["max_prompts"] == main_t]
+
+
+def aggregate_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records the aggregates read: every agent's (and run folder's), and each heuristic's under the SRMs that
+    every heuristic of its task ran with, so that no heuristic is averaged over more (or other) SRMs than another
+    (or than the normaliser); all of a task's heuristic records when those SRMs have nothing in common."""
+    srms: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    for r in records:
+        if r["policy"] in HEURISTICS:
+            srms[r["task"]][r["policy"]].add(r.get("srm"))
+    common = {task: set.intersection(*by_policy.values()) for task, by_policy in srms.items()}
+    return [r for r in records if r["policy"] not in HEURISTICS or not common[r["task"]]
+            or r.get("srm") in common[r["task"]]]
 
 
 def normalisers(records: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -144,12 +160,14 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]],
       lacks ``random`` or ``oracle``; ``aggregate``: per policy the IQM and mean of that score over seeds x tasks
       with 95% stratified bootstrap intervals (several seeds);
     - ``miou`` and ``foreground_rate``: the same on the raw metrics; ``per_task_miou``: each task's mean mIoU with
-      its bootstrap interval over seeds; ``best_heuristic`` and ``probability_of_improvement`` over it (mIoU);
+      its bootstrap interval over seeds; ``best_heuristic`` and ``probability_of_improvement`` over it (mIoU); all
+      of these on :func:`aggregate_records` (heuristics under their common SRMs);
     - ``paired``: :func:`paired_comparisons` of mIoU and of the foreground rate (needs the per-episode ``rows``).
     """
     main = main_records(config, records)
     seeds = sorted({r["seed"] for r in main})
-    tasks, miou = score_matrices(main, "miou")
+    common = aggregate_records(main)  # the aggregates: heuristics under their common SRMs
+    tasks, miou = score_matrices(common, "miou")
     out: dict[str, Any] = {"tasks": tasks, "seeds": seeds}
     if rows:
         main_rows = main_records(config, rows)
@@ -157,10 +175,10 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]],
                          + paired_comparisons(main, main_rows, "foreground_rate", repetitions))
     if not tasks or len(seeds) < 2:
         return out
-    _, fg = score_matrices(main, "foreground_rate")
-    scale = normalisers(main)
+    _, fg = score_matrices(common, "foreground_rate")
+    scale = normalisers(common)
     if scale:
-        normalised_tasks, normalised = score_matrices(main, "miou", scale)
+        normalised_tasks, normalised = score_matrices(common, "miou", scale)
         out.update({"score": "normalised_miou", "normalisation": scale, "normalised_tasks": normalised_tasks,
                     "aggregate": interval_estimates(normalised, repetitions)})
     else:

@@ -135,6 +135,8 @@ def resolve_benchmark_config(raw: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(paired, list) or any(p not in heuristics for p in paired):
             raise ValueError(f"paired_baselines must be 'all' or a list of the config's heuristics {heuristics} "
                              f"(the upper bounds follow upper_bound_srms), got {paired!r}")
+        if set(paired) == set(heuristics):
+            config["paired_baselines"] = "all"  # the same grid, so its results resume either way
     images = config["images"]
     if images is not None and (not isinstance(images, int) or isinstance(images, bool) or images < 1):
         raise ValueError(f"images must be a positive integer or null (the whole test split), got {images!r}")

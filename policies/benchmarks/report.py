@@ -80,7 +80,7 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
                    policies: list[str], label_source: str, max_prompts: int) -> list[str]:
     """Each learned policy against random with the same SRM (the paper's "w/o RL"): the margins per task
     and how many tasks clear the quickstart's bars (foreground rate +15 points, mIoU above random)."""
-    parts = []
+    parts, missing = [], []
     for policy in [p for p in policies if p not in HEURISTICS]:
         rows, fg_bar, miou_bar, compared = [], 0, 0, 0
         for task in tasks:
@@ -97,6 +97,7 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
                          f"{m['foreground_rate'] - t['foreground_rate']:+.3f}", f"{m['miou']:.3f}", f"{t['miou']:.3f}",
                          f"{m['miou'] - t['miou']:+.3f}"])
         if not rows:
+            missing.append(policy)
             continue
         header = ["task", "SRM branch", f"foreground rate {policy}", "random", "margin", f"mIoU {policy}", "random",
                   "margin"]
@@ -104,6 +105,9 @@ def _versus_random(config: dict[str, Any], groups: dict[tuple, list[dict[str, An
                            f", T = {max_prompts}"), "", markdown_table(header, rows), "",
                   f"Tasks where `{policy}`'s foreground rate beats random's by at least 15 points: {fg_bar} of "
                   f"{compared}; where its mIoU beats random's: {miou_bar} of {compared}.", ""]
+    if parts and missing:
+        parts += [f"No `random` ran under the SRM of {', '.join(f'`{p}`' for p in missing)} (not in "
+                  "`paired_baselines`), so no such table for them.", ""]
     return parts
 
 
@@ -142,7 +146,8 @@ def _statistics_section(config: dict[str, Any], statistics: dict[str, Any]) -> l
              f"Over {runs} seeds x {len(tasks)} tasks ({', '.join(tasks)}), on {score}: the "
              "interquartile mean (IQM) and the mean, each with its 95% stratified bootstrap interval (2,000 "
              "resamples of the seeds within each task), as Agarwal et al. (2021) recommend; a heuristic's run of a "
-             "seed is its mean over the SRMs of that seed. P(improve) is the probability that a run of the policy "
+             "seed is its mean over the SRMs every heuristic of the task ran with (each trained SRM when all ran "
+             "under all, else the first trained algorithm's). P(improve) is the probability that a run of the policy "
              f"beats a run of the best heuristic (`{statistics.get('best_heuristic', '-')}`) in mIoU on the same "
              "task (ties count half).", ""]
     rows = []

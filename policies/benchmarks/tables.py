@@ -26,10 +26,10 @@ import numpy as np
 
 from alignsam_gym.atomic import write_text
 from alignsam_gym.heuristics import UPPER_BOUNDS
-from policies.benchmarks.comparisons import main_records
+from policies.benchmarks.comparisons import aggregate_records, main_records
 from policies.benchmarks.report import markdown_table
 
-BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+)(?: (?P<view>summary))? -->\n)(?P<body>.*?)(<!-- /results -->)",
+BLOCK = re.compile(r"(<!-- results: (?P<path>[^ ]+)(?: (?P<view>[^ ]+))? -->\n)(?P<body>.*?)(<!-- /results -->)",
                    re.S)
 VIEWS = ("full", "summary")
 
@@ -70,7 +70,8 @@ def render_timing(report: dict[str, Any], name: str) -> str:
 def render_results(path: str | Path, view: str = "full") -> str:
     """The Markdown tables of one benchmark result file (``results.json`` or the quickstart's ``report.json``):
     its provenance, the aggregate (normalised) scores when it has several seeds, each task's policies with mIoU,
-    foreground rate, AUC and NoC@90 (means over seeds; heuristics also over the SRMs they ran with), and the
+    foreground rate, AUC and NoC@90 (means over seeds; heuristics also over the SRMs all heuristics of the task ran
+    with, :func:`~policies.benchmarks.comparisons.aggregate_records`), and the
     paired mIoU differences of each agent against each baseline under its SRM.
 
     :param view: ``"full"``, or ``"summary"`` for a grid of many tasks and agents (:func:`_summary_tables`).
@@ -97,7 +98,7 @@ def render_results(path: str | Path, view: str = "full") -> str:
                  _interval(a["mean"], a["mean_low"], a["mean_high"])]
                 for p, a in sorted(aggregate.items(), key=lambda item: -item[1]["iqm"])]
         lines += [markdown_table(["policy", f"{name} IQM [95% CI]", f"{name} mean [95% CI]"], rows), ""]
-    main = main_records(config, records)
+    main = aggregate_records(main_records(config, records))  # heuristics under the SRMs they all ran with
     if view == "summary":
         return "\n".join(lines + _summary_tables(main, statistics))
     per_task = statistics.get("per_task_miou") or {}
@@ -134,7 +135,7 @@ def _summary_tables(main: list[dict[str, Any]], statistics: dict[str, Any]) -> l
             values = [r["miou"] for r in main if r["task"] == task and r["policy"] == policy]
             cells.append(f"{np.mean(values):.3f}" if values else "")
         rows.append([f"{policy} (upper bound)" if policy in UPPER_BOUNDS else policy, *cells])
-    lines = ["mIoU (mean over seeds; heuristics also over the SRMs they ran with):", "",
+    lines = ["mIoU (mean over seeds; heuristics also over the SRMs every heuristic ran with):", "",
              markdown_table(["policy", *tasks], rows), ""]
     paired = [c for c in statistics.get("paired") or [] if c["metric"] == "miou"]
     agents = list(dict.fromkeys(c["agent"] for c in paired))
