@@ -15,8 +15,9 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-from policies.imitation import (CloningSettings, Demonstrations, HeuristicExpert, ImitationSettings, StateVisitor,
-                                beta_schedule, clone, dagger, imitation_loss, warm_up_critic)
+from policies.imitation import (CloningSettings, Demonstrations, HeuristicExpert, ImitationSettings,
+                                KickstartCallback, StateVisitor, beta_schedule, clone, dagger, imitation_loss,
+                                warm_up_critic)
 from policies.imitation.cloning import discounted_returns, policy_actions
 from policies.runs import RunConfig, RunFolder, evaluate, train
 from policies.sb3 import AlignSAMDQNPolicy, AlignSAMPolicy, MaskableAlignSAMPolicy
@@ -311,3 +312,85 @@ def test_an_agent_that_stops_keeps_its_mask_for_the_prompts_it_did_not_take():
         assert row["actions"] == [] and row["iou"] == [row["iou"][0]] * 5 and np.isnan(row["foreground_rate"])
     assert result["iou_curve"] == [result["iou_curve"][0]] * 5
     env.close()
+
+
+class RecordingKickstart(KickstartCallback):
+    """Keeps what each imitation step was given and the rollout buffer's own rows beside it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seen = []
+
+    def imitate(self, observations, expert_actions, action_masks, expert_values, weight):
+        buffer = self.model.rollout_buffer
+        buffer_masks = getattr(buffer, "action_masks", None)
+        self.seen.append((observations.copy(), expert_actions.copy(), action_masks.copy(),
+                          None if buffer_masks is None else buffer_masks.reshape(len(expert_actions), -1).copy()))
+        return super().imitate(observations, expert_actions, action_masks, expert_values, weight)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "maskable_ppo"])
+def test_kickstarting_labels_every_state_of_each_rollout_in_the_buffers_order(algorithm):
+    from sb3_contrib import MaskablePPO
+
+    env = pointing_env(n=2)
+    cls, policy = (PPO, AlignSAMPolicy) if algorithm == "ppo" else (MaskablePPO, MaskableAlignSAMPolicy)
+    model = cls(policy, env, n_steps=6, batch_size=12, n_epochs=1, policy_kwargs=SMALL, device="cpu", seed=0)
+    kick = RecordingKickstart(expert_of(env), weight=1.0, decay=0.5)
+    model.learn(36, callback=kick)  # 3 rollouts of 6 steps x 2 envs
+    assert len(kick.seen) == 3
+    for obs, expert, masks, buffer_masks in kick.seen:
+        assert obs.shape == (12, 1, GRID, GRID)
+        # the one-hot observation the buffer stored shows the target the expert named: each label belongs to the
+        # state the agent acted in, not the one after it
+        np.testing.assert_array_equal(obs.reshape(12, -1).argmax(1), expert)
+        assert masks[np.arange(12), expert].all()
+        if buffer_masks is not None:  # MaskablePPO's buffer keeps the masks it sampled with: the same rows
+            np.testing.assert_array_equal(masks, buffer_masks.astype(bool))
+    assert [u["weight"] for u in kick.history] == [1.0, 0.5, 0.25]
+    assert [u["step"] for u in kick.history] == [12, 24, 36]
+
+
+def test_the_imitation_term_alone_moves_the_policy_to_the_expert_and_fades():
+    env = pointing_env(n=2)
+    # RL's own step size 0: whatever the policy learns here comes from the imitation term
+    model = PPO(AlignSAMPolicy, env, n_steps=12, batch_size=24, n_epochs=1, learning_rate=0.0, policy_kwargs=SMALL,
+                device="cpu", seed=0)
+    calls = []
+    expert = expert_of(env)
+
+    def counting_expert():
+        calls.append(1)
+        return expert()
+
+    kick = KickstartCallback(counting_expert, weight=10.0, decay=0.5, epochs=5, batch_size=8, min_weight=0.5)
+    model.learn(24 * 8, callback=kick)  # 8 updates; w = 10, 5, 2.5, 1.25, 0.625, then below min_weight
+    assert [u["weight"] for u in kick.history] == [10.0, 5.0, 2.5, 1.25, 0.625]
+    assert kick.history[-1]["agreement"] > 0.9 > kick.history[0]["agreement"]
+    assert len(calls) == 5 * 12 + 1  # labels for the kickstarted rollouts only (and the state after the last)
+    with pytest.raises(ValueError, match="weight > 0 and decay in"):
+        KickstartCallback(expert, weight=1.0, decay=0.0)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"algorithm": "dqn", "init": {"imitation": {"kickstart_weight": 1.0}}}, "kickstart_weight labels on-policy"),
+    ({"init": {"imitation": {"kickstart_weight": -1}}}, "kickstart_weight must be a number >= 0"),
+    ({"init": {"imitation": {"kickstart_decay": 0}}}, r"kickstart_decay must lie in \(0, 1\]"),
+])
+def test_bad_kickstart_settings_are_named(raw, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_dict(raw)
+
+
+def test_a_kickstarted_run_records_every_update_and_resumes_the_schedule(tmp_path):
+    config = {"algorithm": "maskable_ppo", "n_envs": 2, "total_timesteps": 32, "device": "cpu",
+              "checkpoint_every": None, "env": ENV,
+              "hyperparameters": {"n_steps": 8, "batch_size": 8, "n_epochs": 1, "policy_kwargs": SMALL},
+              "init": {"imitation": {"expert": "clicker", "demonstration_states": 8, "epochs": 1,
+                                     "kickstart_weight": 2.0, "kickstart_decay": 0.5}}}
+    run = RunFolder(train(config, tmp_path / "run", verbose=False))
+    updates = run.read_kickstart()
+    assert [(u["step"], u["weight"]) for u in updates] == [(16, 2.0), (32, 1.0)]
+    assert all(np.isfinite(u["loss"]) and 0.0 <= u["agreement"] <= 1.0 for u in updates)
+    train({**config, "total_timesteps": 48}, run.path, resume=True, verbose=False)
+    assert [(u["step"], u["weight"]) for u in run.read_kickstart()] == [(16, 2.0), (32, 1.0), (48, 0.5)]

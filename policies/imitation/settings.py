@@ -48,6 +48,10 @@ class ImitationSettings:
         ``softmax(IoU / temperature)`` (:func:`~policies.imitation.imitation_loss`).
     :param critic_warmup_states: states of the cloned policy's own (sampled) rollouts whose returns the critic is
         fitted to before RL (actor-critics only; 0: none), for ``critic_epochs`` epochs.
+    :param kickstart_weight: 0 (default): imitation before RL only. Above 0: kickstarting during RL
+        (:mod:`policies.imitation.kickstarting`; ppo, a2c, maskable_ppo): the expert labels the agent's rollouts and
+        an imitation step at ``learning_rate * kickstart_weight * kickstart_decay ** k`` precedes the k-th policy
+        update (``kickstart_epochs`` passes over the rollout).
     """
 
     expert: str = "oracle"
@@ -64,6 +68,9 @@ class ImitationSettings:
     temperature: float | None = None
     critic_warmup_states: int = 0
     critic_epochs: int = 10
+    kickstart_weight: float = 0.0
+    kickstart_decay: float = 0.9
+    kickstart_epochs: int = 1
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | ImitationSettings) -> ImitationSettings:
@@ -73,7 +80,8 @@ class ImitationSettings:
         settings = cls(**check_keys("init.imitation", raw, [f.name for f in fields(cls)]))
         if settings.expert not in HEURISTICS:
             raise ValueError(f"init.imitation.expert must be one of {list(HEURISTICS)}, got {settings.expert!r}")
-        for name in ("demonstration_states", "dagger_states", "epochs", "batch_size", "critic_epochs"):
+        for name in ("demonstration_states", "dagger_states", "epochs", "batch_size", "critic_epochs",
+                     "kickstart_epochs"):
             check_int(f"init.imitation.{name}", getattr(settings, name), 1)
         for name in ("dagger_rounds", "critic_warmup_states"):
             check_int(f"init.imitation.{name}", getattr(settings, name), 0)
@@ -87,6 +95,13 @@ class ImitationSettings:
         if settings.temperature is not None and settings.expert != "oracle":
             raise ValueError(f"init.imitation.temperature clones the oracle's IoU of every cell; the expert "
                              f"{settings.expert!r} values no cells (set expert: oracle, or temperature: null)")
+        if isinstance(settings.kickstart_weight, bool) or not isinstance(settings.kickstart_weight, (int, float)) \
+                or not settings.kickstart_weight >= 0:
+            raise ValueError(f"init.imitation.kickstart_weight must be a number >= 0 (0: off), got "
+                             f"{settings.kickstart_weight!r}")
+        if isinstance(settings.kickstart_decay, bool) or not isinstance(settings.kickstart_decay, (int, float)) \
+                or not 0 < settings.kickstart_decay <= 1:
+            raise ValueError(f"init.imitation.kickstart_decay must lie in (0, 1], got {settings.kickstart_decay!r}")
         if settings.dataset is not None and not isinstance(settings.dataset, str):
             raise ValueError(f"init.imitation.dataset must be a .npz path or a Minari dataset id, got "
                              f"{settings.dataset!r}")

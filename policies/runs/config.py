@@ -35,6 +35,8 @@ from policies.sb3.presets import (PAPER_ALGORITHMS, PAPER_ENV, PRESETS, RUN_PRES
                                   paper_hyperparameters)
 
 VEC_ENVS = ("dummy", "subproc", "batched")
+#: the algorithms whose rollouts kickstarting can label (on-policy, with per-step action scores)
+KICKSTART_ALGORITHMS = ("ppo", "a2c", "maskable_ppo")
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ class RunConfig:
             if config.algorithm == "recurrent_ppo":
                 raise ValueError("init.imitation clones per-step action scores; recurrent_ppo's depend on its LSTM "
                                  "state: choose ppo, a2c, dqn or maskable_ppo")
+            if config.init.imitation.kickstart_weight and config.algorithm not in KICKSTART_ALGORITHMS:
+                raise ValueError(f"init.imitation.kickstart_weight labels on-policy rollouts; {config.algorithm} has "
+                                 f"none: choose one of {list(KICKSTART_ALGORITHMS)} or kickstart_weight: 0")
         if not isinstance(config.total_timesteps, int) or isinstance(config.total_timesteps, bool) \
                 or config.total_timesteps < 0:
             raise ValueError(f"total_timesteps must be an integer >= 0, got {config.total_timesteps!r}")

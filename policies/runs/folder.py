@@ -11,6 +11,8 @@ A run folder holds:
   ``state.json``, written last, also names the digests of ``model.zip``, ``srm.pt`` and ``rng.pt``;
 - ``imitation.json``: what the imitation phase did (``init: {imitation: ...}``: rounds, states, the expert's cost
   per state, the critic's fit), written once, before reinforcement starts;
+- ``kickstart.jsonl``: one line per policy update with kickstarting's imitation term
+  (``init.imitation.kickstart_weight``): step, weight, loss, the policy's agreement with the expert;
 - ``tb/``: TensorBoard logs (SB3's metrics plus ``srm/loss`` and ``srm/iou``);
 - ``torn-<n>/``: the files of a checkpoint cut short while it was saved, set aside.
 
@@ -56,6 +58,7 @@ class RunFolder:
     TENSORBOARD = "tb"
     CURVE = "curve.jsonl"
     IMITATION = "imitation.json"
+    KICKSTART = "kickstart.jsonl"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -75,6 +78,7 @@ class RunFolder:
     rng_file = property(lambda self: self.path / self.RNG)
     curve_file = property(lambda self: self.path / self.CURVE)
     imitation_file = property(lambda self: self.path / self.IMITATION)
+    kickstart_file = property(lambda self: self.path / self.KICKSTART)
     tensorboard_dir = property(lambda self: self.path / self.TENSORBOARD)
 
     @classmethod
@@ -163,15 +167,21 @@ class RunFolder:
     def read_curve(self) -> list[dict[str, Any]]:
         """The learning-curve points, by env steps (a resumed run's repeated steps: the last one); a torn last
         line (a crash mid-write) is skipped."""
-        if not self.curve_file.is_file():
+        return self._read_lines(self.curve_file, "env_steps")
+
+    @staticmethod
+    def _read_lines(path: Path, step_key: str) -> list[dict[str, Any]]:
+        """The JSON lines of an append-only log by ``step_key`` (a repeated step: its last line; a torn line:
+        skipped)."""
+        if not path.is_file():
             return []
         points: dict[int, dict[str, Any]] = {}
-        for line in self.curve_file.read_text().splitlines():
+        for line in path.read_text().splitlines():
             try:
                 point = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            points[int(point["env_steps"])] = point
+            points[int(point[step_key])] = point
         return [points[k] for k in sorted(points)]
 
     def write_imitation(self, record: dict[str, Any]) -> None:
@@ -182,6 +192,17 @@ class RunFolder:
     def read_imitation(self) -> dict[str, Any] | None:
         """The imitation phase's record; None for a run without one."""
         return json.loads(self.imitation_file.read_text()) if self.imitation_file.is_file() else None
+
+    def append_kickstart(self, update: dict[str, Any]) -> None:
+        """Add one kickstarted update's record (``step``, ``weight``, ``loss``, ``agreement``) to
+        ``kickstart.jsonl``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        append_line(self.kickstart_file, json.dumps(update))
+
+    def read_kickstart(self) -> list[dict[str, Any]]:
+        """The kickstarted updates by step (a resumed run's repeated steps: the last one; a torn last line is
+        skipped); empty for a run without kickstarting."""
+        return self._read_lines(self.kickstart_file, "step")
 
     def srm_weights(self) -> dict[str, torch.Tensor] | None:
         """The SRM weights of ``srm.pt`` (None without it)."""

@@ -15,6 +15,8 @@ from alignsam_gym import ENV_ID
 from alignsam_gym.devices import cuda_device_count, parse_device
 from alignsam_gym.observation import EmbeddingTable
 from policies.configs import make_env_kwargs
+from policies.imitation.experts import HeuristicExpert
+from policies.imitation.kickstarting import KickstartCallback
 from policies.imitation.pretraining import pretrain
 from policies.runs.checkpoint import RunCheckpoint, load_model
 from policies.runs.config import RunConfig
@@ -73,7 +75,9 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     ``total_timesteps``.
 
     With ``init: {imitation: ...}`` the new model's policy is first cloned from an expert
-    (:func:`policies.imitation.pretrain`; its record in ``imitation.json``) and checkpointed at step 0.
+    (:func:`policies.imitation.pretrain`; its record in ``imitation.json``) and checkpointed at step 0; with its
+    ``kickstart_weight`` the expert then labels the RL rollouts for a decaying imitation step before each update
+    (:class:`policies.imitation.KickstartCallback`; ``kickstart.jsonl``), resumed runs included.
     Checkpoints are written every ``checkpoint_every`` env steps, at the end, and when SIGINT or
     SIGTERM arrives (training then stops cleanly after the current step); a checkpoint cut short while it
     was saved is set aside (:meth:`RunFolder.torn_checkpoint`) and the run starts again. A resumed run loads the
@@ -137,6 +141,13 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
             run.write_imitation(pretrain(model, config.init.imitation, seed=config.seed, after_step=after_step))
             run.save_checkpoint(model, callback)  # step 0: a resumed run starts from the cloned policy
 
+    kickstart = None
+    if config.init.imitation is not None and config.init.imitation.kickstart_weight:
+        settings = config.init.imitation
+        kickstart = KickstartCallback(HeuristicExpert(settings.expert, env, config.seed), settings.kickstart_weight,
+                                      settings.kickstart_decay, settings.learning_rate, settings.kickstart_epochs,
+                                      settings.batch_size, settings.mask_actions, settings.temperature,
+                                      seed=config.seed, on_update=run.append_kickstart)
     remaining = config.total_timesteps - model.num_timesteps
     checkpoint = RunCheckpoint(run, config.checkpoint_every, callback, verbose=int(verbose))
     images = curve = None
@@ -148,7 +159,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     try:
         if remaining > 0:
             model.learn(total_timesteps=remaining,
-                        callback=[c for c in (callback, images, curve, checkpoint) if c is not None],
+                        callback=[c for c in (callback, kickstart, images, curve, checkpoint) if c is not None],
                         progress_bar=progress_bar, reset_num_timesteps=not resume, tb_log_name="run")
     finally:  # an interrupted run keeps what it learned
         if model.num_timesteps > 0 or not resume:
