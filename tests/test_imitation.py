@@ -315,17 +315,20 @@ def test_an_agent_that_stops_keeps_its_mask_for_the_prompts_it_did_not_take():
 
 
 class RecordingKickstart(KickstartCallback):
-    """Keeps what each imitation step was given and the rollout buffer's own rows beside it."""
+    """Keeps what each imitation step was given, and beside it the masks MaskablePPO's rollout buffer held when the
+    rollout ended (the buffer is emptied for the next rollout before the imitation step)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.seen = []
+        self.seen, self.buffer_masks = [], []
+
+    def _on_rollout_end(self):
+        masks = getattr(self.model.rollout_buffer, "action_masks", None)
+        self.buffer_masks.append(None if masks is None else masks.reshape(-1, masks.shape[-1]).copy())
+        super()._on_rollout_end()
 
     def imitate(self, observations, expert_actions, action_masks, expert_values, weight):
-        buffer = self.model.rollout_buffer
-        buffer_masks = getattr(buffer, "action_masks", None)
-        self.seen.append((observations.copy(), expert_actions.copy(), action_masks.copy(),
-                          None if buffer_masks is None else buffer_masks.reshape(len(expert_actions), -1).copy()))
+        self.seen.append((observations.copy(), expert_actions.copy(), action_masks.copy(), self.buffer_masks[-1]))
         return super().imitate(observations, expert_actions, action_masks, expert_values, weight)
 
 
@@ -335,46 +338,54 @@ def test_kickstarting_labels_every_state_of_each_rollout_in_the_buffers_order(al
 
     env = pointing_env(n=2)
     cls, policy = (PPO, AlignSAMPolicy) if algorithm == "ppo" else (MaskablePPO, MaskableAlignSAMPolicy)
-    model = cls(policy, env, n_steps=6, batch_size=12, n_epochs=1, policy_kwargs=SMALL, device="cpu", seed=0)
+    # rollouts of 4 steps and episodes of 3: rollouts start mid-episode, with the state labelled at the last one's end
+    model = cls(policy, env, n_steps=4, batch_size=8, n_epochs=1, policy_kwargs=SMALL, device="cpu", seed=0)
     kick = RecordingKickstart(expert_of(env), weight=1.0, decay=0.5)
-    model.learn(36, callback=kick)  # 3 rollouts of 6 steps x 2 envs
-    assert len(kick.seen) == 3
+    model.learn(32, callback=kick)  # 4 rollouts of 4 steps x 2 envs
+    model.learn(16, callback=kick)  # learn() again resets the envs: nothing labelled before is reused
+    assert len(kick.seen) == 6
     for obs, expert, masks, buffer_masks in kick.seen:
-        assert obs.shape == (12, 1, GRID, GRID)
+        assert obs.shape == (8, 1, GRID, GRID)
         # the one-hot observation the buffer stored shows the target the expert named: each label belongs to the
         # state the agent acted in, not the one after it
-        np.testing.assert_array_equal(obs.reshape(12, -1).argmax(1), expert)
-        assert masks[np.arange(12), expert].all()
+        np.testing.assert_array_equal(obs.reshape(8, -1).argmax(1), expert)
+        assert masks[np.arange(8), expert].all()
         if buffer_masks is not None:  # MaskablePPO's buffer keeps the masks it sampled with: the same rows
             np.testing.assert_array_equal(masks, buffer_masks.astype(bool))
-    assert [u["weight"] for u in kick.history] == [1.0, 0.5, 0.25]
-    assert [u["step"] for u in kick.history] == [12, 24, 36]
+    assert [u["weight"] for u in kick.history] == [1.0, 0.5, 0.25, 0.125, 1.0, 0.5]
+    assert [u["step"] for u in kick.history] == [8, 16, 24, 32, 8, 16]
 
 
-def test_the_imitation_term_alone_moves_the_policy_to_the_expert_and_fades():
+def test_the_imitation_step_follows_each_rl_update_on_its_rollout():
     env = pointing_env(n=2)
-    # RL's own step size 0: whatever the policy learns here comes from the imitation term
-    model = PPO(AlignSAMPolicy, env, n_steps=12, batch_size=24, n_epochs=1, learning_rate=0.0, policy_kwargs=SMALL,
-                device="cpu", seed=0)
-    calls = []
-    expert = expert_of(env)
+    model = PPO(AlignSAMPolicy, env, n_steps=4, batch_size=8, n_epochs=1, policy_kwargs=SMALL, device="cpu", seed=0)
+    events = []
+    rl_update = model.train
+    model.train = lambda: (events.append("rl"), rl_update())[1]
 
-    def counting_expert():
-        calls.append(1)
-        return expert()
+    class Ordered(KickstartCallback):
+        def imitate(self, *args, **kwargs):
+            events.append("imitation")
+            return super().imitate(*args, **kwargs)
 
-    kick = KickstartCallback(counting_expert, weight=10.0, decay=0.5, epochs=5, batch_size=8, min_weight=0.5)
-    model.learn(24 * 8, callback=kick)  # 8 updates; w = 10, 5, 2.5, 1.25, 0.625, then below min_weight
-    assert [u["weight"] for u in kick.history] == [10.0, 5.0, 2.5, 1.25, 0.625]
-    assert kick.history[-1]["agreement"] > 0.9 > kick.history[0]["agreement"]
-    assert len(calls) == 5 * 12 + 1  # labels for the kickstarted rollouts only (and the state after the last)
-    with pytest.raises(ValueError, match="weight > 0 and decay in"):
-        KickstartCallback(expert, weight=1.0, decay=0.0)
+    model.learn(24, callback=Ordered(expert_of(env), weight=1.0, decay=1.0))
+    # after PPO's update, not before it: PPO's ratio is taken against the policy that sampled the rollout
+    assert events == ["rl", "imitation"] * 3
+
+
+def test_the_kickstart_weight_is_a_function_of_the_steps_done():
+    env = pointing_env(n=2)
+    model = PPO(AlignSAMPolicy, env, n_steps=4, batch_size=8, policy_kwargs=SMALL, device="cpu", seed=0)
+    kick = KickstartCallback(expert_of(env), weight=2.0, decay=0.5)
+    kick.init_callback(model)
+    assert [kick.weight_at(t) for t in (0, 8, 16)] == [2.0, 1.0, 0.5]
+    assert kick.weight_at(12) == pytest.approx(2.0 * 0.5 ** 1.5)  # a run resumed mid-rollout continues the schedule
 
 
 @pytest.mark.parametrize("raw, message", [
     ({"algorithm": "dqn", "init": {"imitation": {"kickstart_weight": 1.0}}}, "kickstart_weight labels on-policy"),
-    ({"init": {"imitation": {"kickstart_weight": -1}}}, "kickstart_weight must be a number >= 0"),
+    ({"init": {"imitation": {"kickstart_weight": -1}}}, "kickstart_weight must be 0 .off. or a finite number"),
+    ({"init": {"imitation": {"kickstart_weight": 1e-4}}}, r"below it the term is off"),
     ({"init": {"imitation": {"kickstart_decay": 0}}}, r"kickstart_decay must lie in \(0, 1\]"),
 ])
 def test_bad_kickstart_settings_are_named(raw, message):
@@ -394,3 +405,5 @@ def test_a_kickstarted_run_records_every_update_and_resumes_the_schedule(tmp_pat
     assert all(np.isfinite(u["loss"]) and 0.0 <= u["agreement"] <= 1.0 for u in updates)
     train({**config, "total_timesteps": 48}, run.path, resume=True, verbose=False)
     assert [(u["step"], u["weight"]) for u in run.read_kickstart()] == [(16, 2.0), (32, 1.0), (48, 0.5)]
+    run.drop_kickstart_after(40)  # what a resume from a checkpoint at step 40 does: later lines are gone
+    assert [u["step"] for u in run.read_kickstart()] == [16, 32]

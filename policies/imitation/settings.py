@@ -18,6 +18,10 @@ def check_beta(beta: float, beta_decay: float) -> None:
         raise ValueError(f"beta and beta_decay must lie in [0, 1], got {beta} and {beta_decay}")
 
 
+#: kickstarting's weight below which the term is off (:class:`~policies.imitation.KickstartCallback`'s ``min_weight``)
+MIN_KICKSTART_WEIGHT = 1e-3
+
+
 @dataclass(frozen=True)
 class CloningSettings:
     """How :func:`~policies.imitation.cloning.clone` trains: ``epochs`` passes over the rows in seeded random minibatches of ``batch_size``,
@@ -50,8 +54,8 @@ class ImitationSettings:
         fitted to before RL (actor-critics only; 0: none), for ``critic_epochs`` epochs.
     :param kickstart_weight: 0 (default): imitation before RL only. Above 0: kickstarting during RL
         (:mod:`policies.imitation.kickstarting`; ppo, a2c, maskable_ppo): the expert labels the agent's rollouts and
-        an imitation step at ``learning_rate * kickstart_weight * kickstart_decay ** k`` precedes the k-th policy
-        update (``kickstart_epochs`` passes over the rollout).
+        an imitation step at ``learning_rate * kickstart_weight * kickstart_decay ** k`` follows the k-th policy
+        update (``kickstart_epochs`` passes over its rollout).
     """
 
     expert: str = "oracle"
@@ -95,10 +99,11 @@ class ImitationSettings:
         if settings.temperature is not None and settings.expert != "oracle":
             raise ValueError(f"init.imitation.temperature clones the oracle's IoU of every cell; the expert "
                              f"{settings.expert!r} values no cells (set expert: oracle, or temperature: null)")
-        if isinstance(settings.kickstart_weight, bool) or not isinstance(settings.kickstart_weight, (int, float)) \
-                or not settings.kickstart_weight >= 0:
-            raise ValueError(f"init.imitation.kickstart_weight must be a number >= 0 (0: off), got "
-                             f"{settings.kickstart_weight!r}")
+        weight = settings.kickstart_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not (weight == 0 or MIN_KICKSTART_WEIGHT <= weight < float("inf")):
+            raise ValueError(f"init.imitation.kickstart_weight must be 0 (off) or a finite number >= "
+                             f"{MIN_KICKSTART_WEIGHT} (below it the term is off), got {weight!r}")
         if isinstance(settings.kickstart_decay, bool) or not isinstance(settings.kickstart_decay, (int, float)) \
                 or not 0 < settings.kickstart_decay <= 1:
             raise ValueError(f"init.imitation.kickstart_decay must lie in (0, 1], got {settings.kickstart_decay!r}")

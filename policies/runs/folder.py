@@ -204,6 +204,13 @@ class RunFolder:
         skipped); empty for a run without kickstarting."""
         return self._read_lines(self.kickstart_file, "step")
 
+    def drop_kickstart_after(self, steps: int) -> None:
+        """Keep only the kickstarted updates up to ``steps`` (a resumed checkpoint's step count): the lines a run
+        wrote after its last checkpoint describe updates the resumed run does not have."""
+        updates = self.read_kickstart()
+        if any(u["step"] > steps for u in updates):
+            write_text(self.kickstart_file, "".join(json.dumps(u) + "\n" for u in updates if u["step"] <= steps))
+
     def srm_weights(self) -> dict[str, torch.Tensor] | None:
         """The SRM weights of ``srm.pt`` (None without it)."""
         if not self.srm_file.is_file():

@@ -144,6 +144,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
     kickstart = None
     if config.init.imitation is not None and config.init.imitation.kickstart_weight:
         settings = config.init.imitation
+        run.drop_kickstart_after(model.num_timesteps)
         kickstart = KickstartCallback(HeuristicExpert(settings.expert, env, config.seed), settings.kickstart_weight,
                                       settings.kickstart_decay, settings.learning_rate, settings.kickstart_epochs,
                                       settings.batch_size, settings.mask_actions, settings.temperature,
