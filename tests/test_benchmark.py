@@ -234,3 +234,14 @@ def test_paired_baselines_run_under_every_srm_the_others_under_the_first():
     for bad in (["oracle"], ["disagree"], "some"):
         with pytest.raises(ValueError, match="paired_baselines must be 'all' or a list of the config's heuristics"):
             resolve_benchmark_config({**raw, "paired_baselines": bad})
+
+
+@pytest.mark.parametrize("count", [3, 10, 12, 20])
+def test_every_policy_of_a_report_gets_a_style_of_its_own(count):
+    from policies.benchmarks.report import policy_styles
+
+    names = [f"policy{i}" for i in range(count)]
+    styles = policy_styles(names)
+    assert list(styles) == names
+    assert len({(tuple(s["color"]), s["linestyle"]) for s in styles.values()}) == count  # none look alike
+    assert policy_styles(names[:2]) == {n: styles[n] for n in names[:2]}  # a policy keeps its style in a subset

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -364,13 +364,14 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     policies = list(dict.fromkeys(r["policy"] for r in main))
     groups = _group(main, "task", "policy")
     caption = f"backend {config['backend']}, labels {main_source}"
+    styles = policy_styles(policies)
     for task in tasks:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for policy in policies:
             rs = groups.get((task, policy))
             if rs:
                 curve = np.mean([r["iou_curve"] for r in rs], axis=0)
-                ax.plot(np.arange(len(curve)), curve, marker="o", markersize=3, label=policy)
+                ax.plot(np.arange(len(curve)), curve, marker="o", markersize=3, label=policy, **styles[policy])
         ax.set_xlabel("prompts")
         ax.set_ylabel("mean IoU")
         ax.set_title(f"{task} ({caption})", fontsize=9)
@@ -381,7 +382,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     width = 0.8 / max(1, len(policies))
     for i, policy in enumerate(policies):
         values = [np.mean([r["foreground_rate"] for r in groups.get((t, policy), [])] or [np.nan]) for t in tasks]
-        ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy)
+        ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy, **_bar_style(styles[policy]))
     ax.set_xticks(np.arange(len(tasks)) + width * (len(policies) - 1) / 2)
     ax.set_xticklabels(tasks, fontsize=8)
     ax.set_ylabel("foreground rate")
@@ -395,7 +396,8 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
                                                                          "NoC@90")):
             for i, policy in enumerate(policies):
                 values = [np.mean([r[metric] for r in groups.get((t, policy), [])] or [np.nan]) for t in tasks]
-                ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy)
+                ax.bar(np.arange(len(tasks)) + i * width, values, width, label=policy,
+                       **_bar_style(styles[policy]))
             ax.set_xticks(np.arange(len(tasks)) + width * (len(policies) - 1) / 2)
             ax.set_xticklabels(tasks, fontsize=7, rotation=20)
             ax.set_ylabel(label + ("" if metric == "auc" else f" (T + 1 = {max(config['max_prompts']) + 1}: never)"))
@@ -403,7 +405,7 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
         fig.suptitle(f"Prompt efficiency ({caption})", fontsize=9)
         written.append(_save_figure(plt, fig, plots / "prompt_efficiency.png", rect=(0, 0.1, 1, 1)))
     scale = (report.get("statistics") or {}).get("normalisation")
-    written += _statistics_plots(plt, main, plots, caption, scale)
+    written += _statistics_plots(plt, main, plots, caption, scale, styles)
     for task, by_policy in frames.items():
         rows = []
         for policy, shots in by_policy.items():
@@ -425,6 +427,23 @@ def write_plots(report: dict[str, Any], out: Path, frames: dict[str, dict[str, d
     return written
 
 
+def policy_styles(policies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A line style per policy, the same in every plot of a report: the ten colours of matplotlib's ``tab10``, solid
+    lines for the first ten policies and dashed ones (hatched bars) for the next ten, so that no two of up to
+    twenty policies look alike."""
+    from matplotlib import colormaps
+
+    colours = colormaps["tab10"].colors
+    return {policy: {"color": colours[i % 10], "linestyle": "-" if i < 10 else "--"}
+            for i, policy in enumerate(policies)}
+
+
+def _bar_style(style: dict[str, Any]) -> dict[str, Any]:
+    """The bar form of a :func:`policy_styles` entry: its colour, hatched where the line is dashed."""
+    return {"color": style["color"], "hatch": "//" if style["linestyle"] != "-" else None,
+            "edgecolor": "white" if style["linestyle"] != "-" else None}
+
+
 def _save_figure(plt: Any, fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> Path:
     """Lay out (within ``rect`` of the figure, leaving room for a figure legend), write (PNG, 120 dpi) and close
     one figure; its path."""
@@ -435,18 +454,22 @@ def _save_figure(plt: Any, fig: Any, path: Path, rect: tuple[float, float, float
 
 
 def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption: str,
-                      scale: dict[str, dict[str, float]] | None = None) -> list[Path]:
+                      scale: dict[str, dict[str, float]] | None = None,
+                      styles: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     """The performance profile (several seeds; on normalised mIoU with ``scale``,
     :func:`~policies.benchmarks.comparisons.normalisers`) and the learning curves (runs trained with
-    ``eval_every``) of the main setting's records."""
+    ``eval_every``) of the main setting's records, each policy in its ``styles`` entry (default:
+    :func:`policy_styles` of the records' policies)."""
     written = []
+    if styles is None:
+        styles = policy_styles(list(dict.fromkeys(r["policy"] for r in main)))
     tasks, scores = score_matrices(main, "miou", scale)
     if tasks and len({r["seed"] for r in main}) >= 2:
         name = "normalised mIoU" if scale else "mIoU"
         taus = np.linspace(-0.5, 1.5, 201) if scale else np.linspace(0, 1, 101)
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for policy, values in scores.items():
-            ax.plot(taus, performance_profile(values, taus), label=policy)
+            ax.plot(taus, performance_profile(values, taus), label=policy, **styles[policy])
         ax.set_xlabel(f"{name} threshold tau" + (" (0 random, 1 oracle)" if scale else ""))
         ax.set_ylabel(f"fraction of runs with {name} > tau")
         ax.set_title(f"Performance profile over {len(tasks)} tasks ({caption})", fontsize=9)
@@ -464,11 +487,12 @@ def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption
             for ax, metric in zip(axes, ("miou", "foreground_rate")):
                 values = np.array([[{p["env_steps"]: p[metric] for p in c}[s] for s in steps] for c in runs])
                 centre = values.mean(axis=0)
-                ax.plot(steps, centre, marker="o", markersize=3, label=policy)
+                ax.plot(steps, centre, marker="o", markersize=3, label=policy, **styles[policy])
                 if len(runs) > 1:
                     bands = [stratified_bootstrap_ci(values[:, i:i + 1], mean_score, 1000,
                                                      rng=np.random.default_rng(i)) for i in range(len(steps))]
-                    ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2)
+                    ax.fill_between(steps, [b[0] for b in bands], [b[1] for b in bands], alpha=0.2,
+                                    color=styles[policy]["color"])
         for ax, label in zip(axes, ("validation mIoU", "validation foreground rate")):
             ax.set_xlabel("env steps")
             ax.set_ylabel(label)
