@@ -160,7 +160,8 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]],
       lacks ``random`` or ``oracle``; ``aggregate``: per policy the IQM and mean of that score over seeds x tasks
       with 95% stratified bootstrap intervals (several seeds);
     - ``miou`` and ``foreground_rate``: the same on the raw metrics; ``per_task_miou``: each task's mean mIoU with
-      its bootstrap interval over seeds; ``best_heuristic`` and ``probability_of_improvement`` over it (mIoU); all
+      its bootstrap interval over seeds; ``best_heuristic`` (the highest mean of the aggregate's score) and
+      ``probability_of_improvement`` over it (mIoU per task, so the same with either score); all
       of these on :func:`aggregate_records` (heuristics under their common SRMs);
     - ``paired``: :func:`paired_comparisons` of mIoU and of the foreground rate (needs the per-episode ``rows``).
     """
@@ -177,10 +178,11 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]],
         return out
     _, fg = score_matrices(common, "foreground_rate")
     scale = normalisers(common)
+    score = miou
     if scale:
-        normalised_tasks, normalised = score_matrices(common, "miou", scale)
+        normalised_tasks, score = score_matrices(common, "miou", scale)
         out.update({"score": "normalised_miou", "normalisation": scale, "normalised_tasks": normalised_tasks,
-                    "aggregate": interval_estimates(normalised, repetitions)})
+                    "aggregate": interval_estimates(score, repetitions)})
     else:
         out.update({"score": "miou", "aggregate": interval_estimates(miou, repetitions)})
     out.update({"miou": interval_estimates(miou, repetitions), "foreground_rate": interval_estimates(fg, repetitions)})
@@ -192,8 +194,8 @@ def benchmark_statistics(config: dict[str, Any], records: list[dict[str, Any]],
                  for i, task in enumerate(tasks)}
         for j, (policy, values) in enumerate(miou.items())}
     heuristics = [p for p in miou if p in HEURISTICS and p not in UPPER_BOUNDS]  # the oracle reads the ground truth
-    if heuristics:
-        best = max(heuristics, key=lambda p: float(miou[p].mean()))
+    if heuristics:  # best by the aggregate's score: raw mIoU would let the task with the widest range decide
+        best = max(heuristics, key=lambda p: float(score[p].mean()))
         out["best_heuristic"] = best
         out["probability_of_improvement"] = {p: probability_of_improvement(values, miou[best])
                                              for p, values in miou.items() if p != best}
