@@ -76,7 +76,7 @@ def train(config: RunConfig | dict[str, Any], out: str | Path, progress_bar: boo
 
     With ``init: {imitation: ...}`` the new model's policy is first cloned from an expert
     (:func:`policies.imitation.pretrain`; its record in ``imitation.json``) and checkpointed at step 0; with its
-    ``kickstart_weight`` the expert then labels the RL rollouts for a decaying imitation step before each update
+    ``kickstart_weight`` the expert then labels the RL rollouts for a decaying imitation step after each update
     (:class:`policies.imitation.KickstartCallback`; ``kickstart.jsonl``), resumed runs included.
     Checkpoints are written every ``checkpoint_every`` env steps, at the end, and when SIGINT or
     SIGTERM arrives (training then stops cleanly after the current step); a checkpoint cut short while it
