@@ -64,23 +64,40 @@ def clone(policy: Any, demonstrations: Demonstrations, settings: CloningSettings
     """
     if len(demonstrations) == 0:
         raise ValueError("no demonstrations to clone")
-    rng = np.random.default_rng(seed)
     optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate)
+    history = fit_epochs(policy, optimizer, demonstrations.observations, demonstrations.expert_actions,
+                         demonstrations.action_masks if settings.mask_actions else None,
+                         demonstrations.expert_values if settings.temperature is not None else None,
+                         settings.temperature, settings.epochs, settings.batch_size, np.random.default_rng(seed))
+    if isinstance(policy, DQNPolicy):
+        policy.q_net_target.load_state_dict(policy.q_net.state_dict())
+    return history
+
+
+def fit_epochs(policy: Any, optimizer: torch.optim.Optimizer, observations: np.ndarray, expert_actions: np.ndarray,
+               action_masks: np.ndarray | None, expert_values: np.ndarray | None, temperature: float | None,
+               epochs: int, batch_size: int, rng: np.random.Generator) -> list[dict[str, float]]:
+    """``epochs`` passes of :func:`imitation_loss` over labelled rows in minibatches of ``batch_size`` (a fresh
+    permutation from ``rng`` each epoch), one ``optimizer`` step per minibatch, the policy in training mode
+    meanwhile; the step of behaviour cloning and of kickstarting.
+
+    :param action_masks: ``(N, n_actions) bool`` or None (every cell); ``expert_values`` likewise, read with
+        ``temperature``.
+    :return: per epoch ``{"loss", "accuracy"}``, measured over the epoch's minibatches while training.
+    """
+    def rows_of(array: np.ndarray | None, rows: np.ndarray) -> torch.Tensor | None:
+        return None if array is None else torch.as_tensor(array[rows], device=policy.device)
+
     policy.set_training_mode(True)
     history = []
     try:
-        for _ in range(settings.epochs):
-            order = rng.permutation(len(demonstrations))
+        for _ in range(epochs):
+            order = rng.permutation(len(expert_actions))
             total, matches = 0.0, 0
-            for start in range(0, len(order), settings.batch_size):
-                rows = order[start:start + settings.batch_size]
-                obs = torch.as_tensor(demonstrations.observations[rows], device=policy.device)
-                expert = torch.as_tensor(demonstrations.expert_actions[rows], device=policy.device)
-                masks = (torch.as_tensor(demonstrations.action_masks[rows], device=policy.device)
-                         if settings.mask_actions else None)
-                values = (torch.as_tensor(demonstrations.expert_values[rows], device=policy.device)
-                          if settings.temperature is not None else None)
-                loss, hits = imitation_loss(policy, obs, expert, masks, values, settings.temperature)
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                loss, hits = imitation_loss(policy, rows_of(observations, rows), rows_of(expert_actions, rows),
+                                            rows_of(action_masks, rows), rows_of(expert_values, rows), temperature)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -89,8 +106,6 @@ def clone(policy: Any, demonstrations: Demonstrations, settings: CloningSettings
             history.append({"loss": total / len(order), "accuracy": matches / len(order)})
     finally:
         policy.set_training_mode(False)
-    if isinstance(policy, DQNPolicy):
-        policy.q_net_target.load_state_dict(policy.q_net.state_dict())
     return history
 
 

@@ -28,7 +28,7 @@ from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
-from policies.imitation.cloning import imitation_loss
+from policies.imitation.cloning import fit_epochs, imitation_loss
 from policies.imitation.dagger import Expert, action_masks_of
 from policies.imitation.settings import MIN_KICKSTART_WEIGHT
 
@@ -153,33 +153,12 @@ class KickstartCallback(BaseCallback):
         policy = self.model.policy
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate * weight
-        device = policy.device
-        obs_t = torch.as_tensor(observations, device=device)
-        expert_t = torch.as_tensor(expert_actions, device=device)
-        masks_t = torch.as_tensor(action_masks, device=device) if self.mask_actions else None
-        values_t = torch.as_tensor(expert_values, device=device) if self.temperature is not None else None
+        masks = action_masks if self.mask_actions else None
+        values = expert_values if self.temperature is not None else None
         with torch.no_grad():
-            _, matches = imitation_loss(policy, obs_t, expert_t, masks_t, values_t, self.temperature)
-        agreement = int(matches) / len(expert_actions)
-        policy.set_training_mode(True)
-        try:
-            for _ in range(self.epochs):
-                order = torch.as_tensor(self.rng.permutation(len(expert_actions)), device=device)
-                total = 0.0
-                for start in range(0, len(order), self.batch_size):
-                    rows = order[start:start + self.batch_size]
-                    loss, _ = imitation_loss(policy, obs_t[rows], expert_t[rows],
-                                             None if masks_t is None else masks_t[rows],
-                                             None if values_t is None else values_t[rows], self.temperature)
-                    self.optimizer.zero_grad()
-                    loss.backward()
-                    self.optimizer.step()
-                    total += loss.item() * len(rows)
-        finally:
-            policy.set_training_mode(False)
-        return {"loss": total / len(order), "agreement": agreement}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The schedule and the record of every kickstarted update, JSON-ready."""
-        return {"weight": self.weight, "decay": self.decay, "learning_rate": self.learning_rate,
-                "epochs": self.epochs, "min_weight": self.min_weight, "updates": self.history}
+            _, matches = imitation_loss(policy, *(None if a is None else torch.as_tensor(a, device=policy.device)
+                                                  for a in (observations, expert_actions, masks, values)),
+                                        self.temperature)
+        history = fit_epochs(policy, self.optimizer, observations, expert_actions, masks, values, self.temperature,
+                             self.epochs, self.batch_size, self.rng)
+        return {"loss": history[-1]["loss"], "agreement": int(matches) / len(expert_actions)}
