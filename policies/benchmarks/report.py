@@ -454,15 +454,11 @@ def _save_figure(plt: Any, fig: Any, path: Path, rect: tuple[float, float, float
 
 
 def _statistics_plots(plt: Any, main: list[dict[str, Any]], plots: Path, caption: str,
-                      scale: dict[str, dict[str, float]] | None = None,
-                      styles: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+                      scale: dict[str, dict[str, float]] | None, styles: dict[str, dict[str, Any]]) -> list[Path]:
     """The performance profile (several seeds; on normalised mIoU with ``scale``,
     :func:`~policies.benchmarks.comparisons.normalisers`) and the learning curves (runs trained with
-    ``eval_every``) of the main setting's records, each policy in its ``styles`` entry (default:
-    :func:`policy_styles` of the records' policies)."""
+    ``eval_every``) of the main setting's records, each policy in its ``styles`` entry (:func:`policy_styles`)."""
     written = []
-    if styles is None:
-        styles = policy_styles(list(dict.fromkeys(r["policy"] for r in main)))
     tasks, scores = score_matrices(main, "miou", scale)
     if tasks and len({r["seed"] for r in main}) >= 2:
         name = "normalised mIoU" if scale else "mIoU"
